@@ -1,0 +1,1 @@
+"""The ``keras-resnet`` command line: a thin click layer over the Python API."""

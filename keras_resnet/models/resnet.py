@@ -1,0 +1,193 @@
+"""One functional builder for every ResNet in the zoo.
+
+The builder reads a spec row (``keras_resnet.models.zoo``) and emits a plain Keras functional
+graph of built-in layers only, so a saved ``.keras`` file loads with ``keras.models.load_model``
+without this package. Layer names are stable (``stage2_block1_conv2``): weight import, freezing
+by stage and feature extraction key on them.
+
+Convolutions that both stride and have a kernel larger than 1 pad explicitly and symmetrically
+(``ZeroPadding2D`` + ``"valid"``), as PyTorch and ``keras.applications`` do; TensorFlow's
+``"same"`` padding would pad only the bottom/right and shift the features by half a pixel.
+"""
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+BOTTLENECK_EXPANSION = 4
+
+
+class _Builder:
+    """Holds the spec and options while the graph is emitted, so each helper stays short."""
+
+    def __init__(self, spec: dict, *, zero_init_residual: bool, drop_path_rate: float,
+                 width_multiplier: float):
+        self.spec = spec
+        self.zero_init_residual = zero_init_residual
+        self.drop_path_rate = drop_path_rate
+        self.width_multiplier = width_multiplier
+        self.total_blocks = sum(spec["layers"])
+        self.block_index = 0
+
+    # -- small pieces ------------------------------------------------------------------------
+    def width(self, filters: int) -> int:
+        return max(1, int(round(filters * self.width_multiplier)))
+
+    def conv(self, x, filters, kernel, stride, name, *, normalized: bool, zero_init=False):
+        bias_mode = self.spec["conv_bias"]
+        use_bias = bias_mode == "all" or (bias_mode == "unnormalized" and not normalized)
+        if stride > 1 and kernel > 1:
+            x = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
+            padding = "valid"
+        else:
+            padding = "same" if kernel > 1 else "valid"
+        return layers.Conv2D(
+            filters, kernel, strides=stride, padding=padding, use_bias=use_bias,
+            kernel_initializer="zeros" if zero_init else "he_normal", name=name,
+        )(x)
+
+    def bn(self, x, name, *, zero_gamma=False):
+        return layers.BatchNormalization(
+            epsilon=self.spec["bn_epsilon"], momentum=0.9,
+            gamma_initializer="zeros" if zero_gamma else "ones", name=name,
+        )(x)
+
+    def conv_bn_relu(self, x, filters, kernel, stride, name, suffix=""):
+        x = self.conv(x, filters, kernel, stride, f"{name}_conv{suffix}", normalized=True)
+        x = self.bn(x, f"{name}_bn{suffix}")
+        return layers.ReLU(name=f"{name}_relu{suffix}")(x)
+
+    # -- stem ----------------------------------------------------------------------------------
+    def stem(self, x):
+        kind, preact = self.spec["stem"], self.spec["preact"]
+        stem_width = self.width(self.spec["widths"][0])
+        if kind == "deep":
+            x = self.conv_bn_relu(x, self.width(32), 3, 2, "stem", "1")
+            x = self.conv_bn_relu(x, self.width(32), 3, 1, "stem", "2")
+            x = self.conv_bn_relu(x, stem_width, 3, 1, "stem", "3")
+        else:
+            kernel, stride = (7, 2) if kind == "imagenet" else (3, 1)
+            x = self.conv(x, stem_width, kernel, stride, "stem_conv", normalized=not preact)
+            if not preact:
+                x = self.bn(x, "stem_bn")
+                x = layers.ReLU(name="stem_relu")(x)
+        if kind in ("imagenet", "deep"):
+            x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+            x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+        return x
+
+    # -- residual blocks -----------------------------------------------------------------------
+    def shortcut(self, x, out_channels, stride, name):
+        """Identity when shapes match, else the spec's way of changing shape."""
+        in_channels = x.shape[-1]
+        kind = self.spec["shortcut"]
+        if in_channels == out_channels:
+            if stride == 1:
+                return x
+            return layers.MaxPooling2D(1, strides=stride, name=f"{name}_shortcut_pool")(x)
+        if kind == "zeropad":
+            if out_channels != 2 * in_channels:
+                raise ValueError("zero-padding shortcuts need stages that double their width")
+            if stride > 1:
+                x = layers.MaxPooling2D(1, strides=stride, name=f"{name}_shortcut_pool")(x)
+            zeros = layers.Rescaling(0.0, name=f"{name}_shortcut_zeros")(x)
+            return layers.Concatenate(name=f"{name}_shortcut_pad")([x, zeros])
+        if kind == "avgpool" and stride > 1:
+            x = layers.AveragePooling2D(stride, strides=stride, padding="same",
+                                        name=f"{name}_shortcut_pool")(x)
+            stride = 1
+        preact = self.spec["preact"]
+        x = self.conv(x, out_channels, 1, stride, f"{name}_shortcut_conv", normalized=not preact)
+        if not preact:
+            x = self.bn(x, f"{name}_shortcut_bn")
+        return x
+
+    def branch_convs(self, filters, stride):
+        """(filters, kernel, stride) of each conv on the residual branch."""
+        if self.spec["block"] == "basic":
+            return [(filters, 3, stride), (filters, 3, 1)], filters
+        out = filters * BOTTLENECK_EXPANSION
+        s1, s2 = (stride, 1) if self.spec["stride_in"] == "conv1" else (1, stride)
+        return [(filters, 1, s1), (filters, 3, s2), (out, 1, 1)], out
+
+    def block(self, x, filters, stride, name):
+        convs, out_channels = self.branch_convs(filters, stride)
+        preact = self.spec["preact"]
+        if preact:
+            y = self.bn(x, f"{name}_preact_bn")
+            y = layers.ReLU(name=f"{name}_preact_relu")(y)
+            # The projection sees the normalised input; an identity/pooled shortcut the raw one.
+            shortcut_input = y if (x.shape[-1] != out_channels) else x
+        else:
+            y, shortcut_input = x, x
+        shortcut = self.shortcut(shortcut_input, out_channels, stride, name)
+        last = len(convs)
+        for i, (f, k, s) in enumerate(convs, start=1):
+            is_last = i == last
+            if preact and is_last:
+                y = self.conv(y, f, k, s, f"{name}_conv{i}", normalized=False,
+                              zero_init=self.zero_init_residual)
+                break
+            y = self.conv(y, f, k, s, f"{name}_conv{i}", normalized=True)
+            y = self.bn(y, f"{name}_bn{i}", zero_gamma=is_last and self.zero_init_residual)
+            if not is_last:
+                y = layers.ReLU(name=f"{name}_relu{i}")(y)
+        rate = self.drop_path_rate * self.block_index / max(1, self.total_blocks - 1)
+        self.block_index += 1
+        if rate > 0:
+            # Stochastic depth: drop the whole branch per sample (built-in Dropout, so saved
+            # models need no custom layer).
+            y = layers.Dropout(rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop_path")(y)
+        x = layers.Add(name=f"{name}_add")([shortcut, y])
+        if not preact:
+            x = layers.ReLU(name=f"{name}_out")(x)
+        return x
+
+    def stages(self, x):
+        spec = self.spec
+        for s, (blocks, filters) in enumerate(zip(spec["layers"], spec["widths"]), start=1):
+            stage_stride = 1 if s == 1 else 2
+            if spec["downsample_block"] == "last":
+                # keras.applications V2: the last block of every stage but the final one strides.
+                stage_stride = 2 if s < len(spec["layers"]) else 1
+            for b in range(1, blocks + 1):
+                first, final = b == 1, b == blocks
+                strides_here = first if spec["downsample_block"] == "first" else final
+                stride = stage_stride if strides_here else 1
+                x = self.block(x, self.width(filters), stride, f"stage{s}_block{b}")
+        if spec["preact"]:
+            x = self.bn(x, "post_bn")
+            x = layers.ReLU(name="post_relu")(x)
+        return x
+
+
+def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, include_top: bool,
+                 pooling, dropout: float, zero_init_residual: bool, drop_path_rate: float,
+                 width_multiplier: float, classifier_activation, mean, std,
+                 preprocessing: bool) -> keras.Model:
+    """Emit the functional graph of one spec row; arguments are validated by ``create_model``."""
+    builder = _Builder(spec, zero_init_residual=zero_init_residual,
+                       drop_path_rate=drop_path_rate, width_multiplier=width_multiplier)
+    inputs = keras.Input(shape=tuple(input_shape), name="images")
+    x = inputs
+    if preprocessing:
+        # Raw 0-255 pixels in, normalised inside the graph: saved and exported models take
+        # the same input a camera gives.
+        x = layers.Rescaling(
+            scale=[1.0 / (255.0 * s) for s in std],
+            offset=[-m / s for m, s in zip(mean, std)],
+            name="preprocess",
+        )(x)
+    x = builder.stem(x)
+    x = builder.stages(x)
+    if include_top or pooling:
+        pool = layers.GlobalMaxPooling2D if pooling == "max" else layers.GlobalAveragePooling2D
+        x = pool(name="head_pool")(x)
+    if include_top:
+        if dropout > 0:
+            x = layers.Dropout(dropout, name="head_dropout")(x)
+        # float32 classifier: logits and probabilities keep full precision under mixed precision.
+        x = layers.Dense(num_classes, dtype="float32", name="predictions")(x)
+        if classifier_activation is not None:
+            x = layers.Activation(classifier_activation, dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, x, name=name)

@@ -1,0 +1,43 @@
+"""Shared test fixtures.
+
+Tests read small per-class subsets of the real CIFAR-10 JPEGs in ``../shared`` (never copied
+into the repository) and generate any other data they need.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR10_TRAIN = REPO.parent / "shared" / "datasets" / "cifar10" / "train"
+
+
+def cifar_subset(dest: Path, per_class: int, classes=None, offset: int = 0) -> Path:
+    """A class-folder dataset of symlinks to ``per_class`` real CIFAR-10 JPEGs per class."""
+    if not CIFAR10_TRAIN.is_dir():
+        pytest.fail(f"CIFAR-10 JPEGs not found at {CIFAR10_TRAIN}")
+    classes = classes or sorted(p.name for p in CIFAR10_TRAIN.iterdir() if p.is_dir())
+    for name in classes:
+        files = sorted((CIFAR10_TRAIN / name).glob("*.jpg"))[offset:offset + per_class]
+        (dest / name).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            link = dest / name / f.name
+            if not link.exists():
+                link.symlink_to(f)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def cifar_small(tmp_path_factory) -> Path:
+    """20 real CIFAR-10 images of each of the 10 classes (200 images)."""
+    return cifar_subset(tmp_path_factory.mktemp("cifar_small"), per_class=20)
+
+
+@pytest.fixture(scope="session")
+def cifar_heldout(tmp_path_factory) -> Path:
+    """Another 10 images per class, disjoint from ``cifar_small``."""
+    return cifar_subset(tmp_path_factory.mktemp("cifar_heldout"), per_class=10, offset=4000)
