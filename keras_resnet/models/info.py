@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 
+import keras
 import numpy as np
 from keras import layers
 
@@ -38,7 +39,10 @@ def count_trainable_params(model) -> int:
 def model_info(name: str, input_size: int = 224, num_classes: int | None = None) -> dict:
     """Parameters and GFLOPs of zoo entry ``name`` at ``input_size`` x ``input_size``."""
     spec = get_spec(name)
-    model = create_model(name, num_classes=num_classes, input_shape=(input_size, input_size, 3))
+    # Only shapes are needed: a stateless scope skips initialising the weights (~2x faster).
+    with keras.StatelessScope():
+        model = create_model(name, num_classes=num_classes,
+                             input_shape=(input_size, input_size, 3))
     return {
         "name": name,
         "family": spec["family"],
