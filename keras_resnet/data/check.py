@@ -24,10 +24,10 @@ def check_data(spec, strict=False, val_split=None) -> dict:
     ``load_data`` would make when the source has no validation split. ``strict``: raise
     ``ValueError`` naming the bad files instead of listing them.
     """
-    from keras_resnet.data.pipeline import refuse_or_report
+    from keras_resnet.data.pipeline import refuse_if_strict
 
     source = open_source(spec)
-    refuse_or_report(source, strict)
+    refuse_if_strict(source, strict)
     if source.tfds is not None:
         from keras_resnet.data.tfds_source import tfds_split_labels
 

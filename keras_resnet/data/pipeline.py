@@ -366,7 +366,8 @@ def load_data(spec, *, batch_size=128, image_size=None, val_split=0.1, seed=0, a
     if not 0.0 <= float(val_split) < 1.0:
         raise ValueError(f"val_split must be in [0, 1), got {val_split}")
     source = open_source(spec)
-    refuse_or_report(source, strict)
+    refuse_if_strict(source, strict)
+    log_problems(source)
     if source.tfds is not None:
         from keras_resnet.data.tfds_source import tfds_image_data
 
@@ -391,9 +392,8 @@ def load_data(spec, *, batch_size=128, image_size=None, val_split=0.1, seed=0, a
                      cache=cache, drop_remainder=drop_remainder)
 
 
-def refuse_or_report(source: Source, strict: bool):
-    """``strict``: bad files or empty class folders are an error naming them. Otherwise they
-    are logged, with a count, and left out."""
+def refuse_if_strict(source: Source, strict: bool):
+    """``strict``: bad files or empty class folders are an error that names them."""
     problems = [f"{path} ({reason})" for path, reason in source.bad_files]
     problems += [f"{name}/ (empty class folder)" for name in source.empty_classes]
     if strict and problems:
@@ -401,8 +401,13 @@ def refuse_or_report(source: Source, strict: bool):
                                            if len(problems) > 5 else "")
         raise ValueError(f"{len(problems)} bad files or folders in {source.location} "
                          f"(strict): {shown}")
+
+
+def log_problems(source: Source):
+    """Bad files (left out of every split) and warnings, logged once with a count."""
     if source.bad_files:
-        log.warning("skipped %d bad files in %s: %s", len(source.bad_files), source.location,
-                    "; ".join(problems[:10]) + (" ..." if len(problems) > 10 else ""))
+        shown = "; ".join(f"{path} ({reason})" for path, reason in source.bad_files[:10])
+        log.warning("skipped %d bad files in %s: %s%s", len(source.bad_files), source.location,
+                    shown, " ..." if len(source.bad_files) > 10 else "")
     for warning in source.warnings:
         log.warning("%s", warning)
