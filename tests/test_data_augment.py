@@ -1,0 +1,146 @@
+"""Augmentation presets, MixUp/CutMix labels, and resolution handling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_resnet.data import load_data, parse_augment, read_image
+
+
+def _first_batch(dataset):
+    x, y = next(iter(dataset))
+    return np.asarray(x), np.asarray(y)
+
+
+def test_parse_augment_presets_and_switches():
+    assert parse_augment(None).switches == ()
+    assert parse_augment("none").switches == ()
+    assert parse_augment("cifar").switches == ("crop", "flip")
+    assert parse_augment("imagenet").switches == ("rrc", "flip", "jitter")
+    assert parse_augment("erasing+cifar+randaugment").switches == (
+        "crop", "flip", "randaugment", "erasing")
+    assert str(parse_augment("flip+flip")) == "flip"
+    with pytest.raises(ValueError, match="unknown augmentation 'blur'"):
+        parse_augment("cifar+blur")
+
+
+def test_cifar_preset_shifts_and_flips_per_image(cifar_small):
+    data = load_data(str(cifar_small), batch_size=64, augment="cifar", val_split=0.0, seed=3)
+    plain, _ = _first_batch(data.dataset("train"))
+    x, y = _first_batch(data.train)
+    assert x.shape == (64, 32, 32, 3) and x.dtype == np.float32
+    assert x.min() >= 0 and x.max() <= 255 and x.max() > 200
+    # Each augmented image is its source shifted by at most 4 px (zero fill) and maybe flipped:
+    # find the source among the un-augmented images and check the overlap is exact.
+    files = dict(zip(data.splits["train"].files, range(len(data.splits["train"].files))))
+    originals = np.concatenate([b for b, _ in data.dataset("train").as_numpy_iterator()])
+    shifts = set()
+    for image in x[:8]:
+        found = False
+        for flip in (False, True):
+            candidate = image[:, ::-1] if flip else image
+            for dy in range(-4, 5):
+                for dx in range(-4, 5):
+                    region = candidate[max(dy, 0):32 + min(dy, 0), max(dx, 0):32 + min(dx, 0)]
+                    source = originals[:, max(-dy, 0):32 + min(-dy, 0),
+                                       max(-dx, 0):32 + min(-dx, 0)]
+                    if np.any(np.all(source == region, axis=(1, 2, 3))):
+                        found = True
+                        shifts.add((dy, dx, flip))
+                        break
+                if found:
+                    break
+            if found:
+                break
+        assert found
+    assert len(shifts) > 2            # per-image shifts, not one per batch
+    assert len(files) == 200 and plain.dtype == np.uint8
+
+
+def test_heavy_presets_run_and_keep_the_contract(cifar_small):
+    data = load_data(str(cifar_small), batch_size=16, augment="cifar+randaugment+erasing",
+                     val_split=0.1)
+    x, y = _first_batch(data.train)
+    assert x.shape == (16, 32, 32, 3) and y.shape == (16,) and y.dtype == np.int32
+    assert 0 <= x.min() and x.max() <= 255
+    vx, _ = _first_batch(data.val)
+    assert vx.dtype == np.uint8                       # eval is never augmented
+    imagenet = load_data(str(cifar_small), batch_size=16, augment="imagenet", val_split=0.0)
+    ix, _ = _first_batch(imagenet.train)
+    assert ix.shape == (16, 32, 32, 3) and 0 <= ix.min() and ix.max() <= 255
+
+
+@pytest.mark.parametrize("mixup,cutmix", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
+def test_mixup_and_cutmix_give_soft_one_hot_labels(mixup, cutmix):
+    data = load_data("shapes:classes=4,train=64,val=16", batch_size=32, augment="flip",
+                     mixup=mixup, cutmix=cutmix)
+    seen_soft = False
+    for x, y in data.train.as_numpy_iterator():
+        assert x.shape == (32, 32, 32, 3) and y.shape == (32, 4) and y.dtype == np.float32
+        np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+        seen_soft |= bool(np.any((y > 0.01) & (y < 0.99)))
+    assert seen_soft
+    vx, vy = _first_batch(data.val)
+    assert vy.shape == (16, 4) and set(np.unique(vy)) <= {0.0, 1.0}   # eval: plain one-hot
+    _, int_labels = _first_batch(data.dataset("train"))
+    assert int_labels.dtype == np.int32 and int_labels.ndim == 1
+
+
+@pytest.fixture(scope="module")
+def large_images(tmp_path_factory):
+    """48x64 images: a 46x56 centre of one colour on a border of another; plus a 40x40."""
+    root = tmp_path_factory.mktemp("large")
+    for k, name in enumerate(["red", "blue"]):
+        (root / name).mkdir()
+        for i in range(3):
+            image = np.zeros((48, 64, 3), np.uint8)
+            image[:] = (0, 255, 0)
+            image[1:47, 4:60] = (200, 30, 30) if k == 0 else (30, 30, 200)
+            Image.fromarray(image).save(root / name / f"{i}.png")
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(root / "blue" / "square.png")
+    return root
+
+
+def test_larger_images_are_resized_then_centre_cropped_for_eval(large_images):
+    data = load_data(str(large_images), image_size=32, batch_size=8, val_split=0.0)
+    assert data.image_shape == (32, 32, 3)
+    x, y = _first_batch(data.dataset("train"))
+    assert x.shape == (7, 32, 32, 3) and x.dtype == np.uint8
+    # The centre crop keeps 87.5% of the shorter side: the green border is cropped away.
+    names = [p.replace("\\", "/").split("/")[-2:] for p in data.splits["train"].files]
+    assert data.class_names == ["blue", "red"]
+    for image, (folder, name) in zip(x, names):
+        if name == "square.png":           # 40x40: scaled to 32x32, nothing cropped
+            np.testing.assert_array_equal(image, np.full((32, 32, 3), 90))
+            continue
+        expected = (200, 30, 30) if folder == "red" else (30, 30, 200)
+        assert np.abs(image.astype(int) - expected).max() <= 2
+    one = read_image(large_images / "blue" / "0.png", image_size=32)
+    np.testing.assert_array_equal(one, x[0])         # prediction sees what evaluation sees
+
+
+def test_larger_images_get_a_random_resized_crop_for_training(large_images):
+    data = load_data(str(large_images), image_size=(24, 32), batch_size=8, augment="flip",
+                     val_split=0.0, seed=1)
+    assert data.image_shape == (24, 32, 3)
+    epochs = [_first_batch(data.train)[0] for _ in range(2)]
+    assert epochs[0].shape == (7, 24, 32, 3)
+    green = [np.mean(np.all(np.abs(e - (0, 255, 0)) < 40, axis=-1)) for e in epochs]
+    assert max(green) > 0       # crops from the whole image reach the border sometimes
+    assert not np.array_equal(epochs[0], epochs[1])
+
+
+def test_mixed_sizes_default_to_the_median_shorter_side(large_images):
+    data = load_data(str(large_images), batch_size=8, val_split=0.0)
+    assert data.image_shape == (48, 48, 3)
+
+
+def test_small_images_pass_unchanged_when_no_size_is_given(cifar_small):
+    data = load_data(str(cifar_small), batch_size=4, val_split=0.0)
+    assert data.image_shape == (32, 32, 3)
+    x, _ = _first_batch(data.dataset("train"))
+    np.testing.assert_array_equal(x[0], read_image(data.splits["train"].files[0]))
+    bigger = load_data(str(cifar_small), batch_size=4, val_split=0.0, image_size=64)
+    bx, _ = _first_batch(bigger.dataset("train"))
+    assert bx.shape == (4, 64, 64, 3)
