@@ -1,0 +1,184 @@
+"""Where fine-tuning starts from: resolving a SOURCE into a zoo model with pretrained weights.
+
+A SOURCE is one of
+
+- a ``.keras`` file or a training run directory of ours (``best.keras``, else ``model.keras``);
+  its metadata gives the architecture, the class names and the image size;
+- ``keras:NAME`` (``keras:resnet50``, ``keras:resnet101v2``, ...): a ``keras.applications``
+  ResNet with ImageNet weights downloaded by Keras, ``keras:NAME=path/to/weights.h5`` with
+  weights from a local file (the "notop" file or the full one), or ``keras:NAME=random`` for a
+  randomly initialised network (checks a pipeline offline). It is mapped onto the zoo entry of
+  the same layout (``keras_resnet50``, ...) by the foundation's weight import, so the result has
+  our layer names and takes raw 0-255 pixels;
+- in Python, also a ``keras.Model``: one of ours, or a ``keras.applications`` ResNet.
+
+``resolve_source`` only reads what is cheap (metadata, the fixed input size); ``build`` then
+makes the model at the image size the new data needs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+
+from keras_resnet.models import (
+    from_keras_application, load_keras_application, load_model, read_metadata,
+)
+from keras_resnet.models.keras_apps import LAYOUTS
+
+KERAS_PREFIX = "keras:"
+RANDOM_WEIGHTS = ("random", "none")
+
+
+@dataclass
+class Pretrained:
+    """A resolved SOURCE. ``image_size`` is the source's fixed input size ((H, W) or ``None``
+    when it takes any size); ``class_names``, ``arch`` and ``recipe`` come from its metadata."""
+
+    description: str
+    arch: str
+    class_names: list | None = None
+    image_size: tuple | None = None
+    recipe: dict | None = None
+    model: keras.Model | None = field(default=None, repr=False)
+    application: str | None = None  # keras.applications name, for keras: sources
+    weights: str | None = None      # "imagenet", a file path or None (random)
+
+    def build(self, image_size=None) -> keras.Model:
+        """The pretrained network in our layout, taking ``(H, W, 3)`` images of ``image_size``
+        (default: the source's own input size). A model of ours keeps its head; the caller
+        replaces it (``keras_resnet.training.finetune.replace_head``)."""
+        if self.application is not None:
+            shape = (*image_size, 3) if image_size else (None, None, 3)
+            return _import_application(self.application, self.weights, shape)
+        model = self.model
+        if image_size and tuple(model.input_shape[1:3]) != tuple(image_size):
+            model = rebuild(model, input_shape=(*image_size, 3))
+        return model
+
+
+def resolve_source(source) -> Pretrained:
+    """A ``Pretrained`` for SOURCE (see the module docstring); one-line errors for bad input."""
+    if isinstance(source, keras.Model):
+        return _from_model(source, description=f"model {source.name!r}")
+    text = str(source).strip()
+    if text.lower().startswith(KERAS_PREFIX):
+        return _from_application_spec(text)
+    path = Path(text)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no such model file or run directory: {text} (or use keras:NAME, e.g. "
+            f"keras:resnet50, for a Keras applications network)")
+    if path.is_dir():
+        candidates = [path / name for name in ("best.keras", "model.keras")]
+        model_file = next((c for c in candidates if c.is_file()), None)
+        if model_file is None:
+            raise FileNotFoundError(f"no best.keras or model.keras in run directory {path}")
+    else:
+        model_file = path
+        if path.suffix != ".keras":
+            raise ValueError(f"a fine-tuning source must be a .keras file, a run directory or "
+                             f"keras:NAME, got {text}")
+    metadata = read_metadata(model_file)
+    model = load_model(model_file)
+    pretrained = _from_model(model, description=str(model_file))
+    pretrained.class_names = metadata.get("class_names") or pretrained.class_names
+    pretrained.arch = metadata.get("arch") or pretrained.arch
+    pretrained.recipe = metadata.get("recipe")
+    return pretrained
+
+
+def _from_model(model: keras.Model, description: str) -> Pretrained:
+    if model.name.lower() in LAYOUTS:  # a keras.applications ResNet passed in Python
+        model = from_keras_application(model)
+    fixed = tuple(model.input_shape[1:3])
+    head = _layer_or_none(model, "predictions")
+    return Pretrained(
+        description=description, arch=model.name, model=model,
+        image_size=fixed if None not in fixed else None,
+        class_names=[str(i) for i in range(int(head.units))] if head is not None else None,
+    )
+
+
+def parse_application_spec(text: str) -> tuple[str, str | None]:
+    """``keras:NAME[=WEIGHTS]`` -> (application name, weights): ``"imagenet"`` by default, a
+    local file path, or ``None`` for ``=random``."""
+    body = text[len(KERAS_PREFIX):]
+    name, _, weights = body.partition("=")
+    name = name.strip().lower().replace("_", "").replace("-", "")
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown keras application {name!r} in {text!r}; choose one of: "
+                         f"{', '.join(LAYOUTS)}")
+    weights = weights.strip() or "imagenet"
+    if weights.lower() in RANDOM_WEIGHTS:
+        return name, None
+    if weights != "imagenet" and not Path(weights).is_file():
+        raise FileNotFoundError(f"no such weights file: {weights} (in {text!r})")
+    return name, weights
+
+
+def _from_application_spec(text: str) -> Pretrained:
+    name, weights = parse_application_spec(text)
+    zoo_name = LAYOUTS[name][1]
+    return Pretrained(
+        description=text, arch=zoo_name, application=name, weights=weights,
+        recipe={"pretrained": "imagenet" if weights == "imagenet" else
+                ("random" if weights is None else Path(weights).name)},
+    )
+
+
+def _import_application(name: str, weights: str | None, input_shape) -> keras.Model:
+    """A keras.applications network with ``weights``, imported into our layout.
+
+    The headless network (pooled features) is tried first: it takes any input size and is
+    what Keras downloads for ``"imagenet"``. A local file holding the full network's weights
+    (1000-class head included) does not fit it; the full network at ``input_shape`` is built
+    for that file instead, and its head is dropped later like any other.
+    """
+    try:
+        application = load_keras_application(name, weights=weights, include_top=False,
+                                              pooling="avg", input_shape=input_shape)
+    except RuntimeError as error:  # the download failed: one line for the command line
+        raise ValueError(str(error)) from None
+    except ValueError as headless_error:
+        if weights in (None, "imagenet"):
+            raise
+        if None in input_shape[:2]:
+            input_shape = (224, 224, 3)
+        try:
+            application = load_keras_application(name, weights=weights, include_top=True,
+                                                  input_shape=input_shape)
+        except ValueError:
+            raise ValueError(f"{weights} does not hold {LAYOUTS[name][0]} weights "
+                             f"({str(headless_error).splitlines()[0]})") from None
+    return from_keras_application(application, input_shape=input_shape)
+
+
+def _layer_or_none(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
+def rebuild(model: keras.Model, *, input_shape=None, dtype_policy=None) -> keras.Model:
+    """A copy of a functional ``model`` with a new input shape and/or dtype policy, and the
+    same weights.
+
+    Convolution and BatchNorm weights do not depend on the image size, so a network trained at
+    32x32 can be fine-tuned at 64x64. ``dtype_policy`` (e.g. ``"mixed_bfloat16"``) moves every
+    layer but the float32 classifier to that policy, as ``create_model`` does under a global
+    policy.
+    """
+    def clone(layer):
+        config = layer.get_config()
+        if dtype_policy is not None and layer.name not in ("predictions", "probabilities"):
+            config["dtype"] = dtype_policy
+        return layer.__class__.from_config(config)
+
+    shape = tuple(input_shape) if input_shape else model.input_shape[1:]
+    copy = keras.models.clone_model(model, input_tensors=keras.Input(shape, name="images"),
+                                    clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
