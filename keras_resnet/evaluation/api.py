@@ -76,8 +76,10 @@ class Labelled:
         if isinstance(source, (str, os.PathLike)):
             from keras_resnet.data import load_data
 
+            # 'all' needs no validation share carved out: every image comes in source order.
+            val_split = 0.0 if self.split == "all" else self.val_split
             source = load_data(str(source), batch_size=self.batch_size, image_size=image_size,
-                               val_split=self.val_split, seed=self.seed, augment=None,
+                               val_split=val_split, seed=self.seed, augment=None,
                                strict=self.strict, cache=False)
             self.bad_files = list(getattr(source, "bad_files", []) or [])
         if hasattr(source, "dataset"):
@@ -99,11 +101,12 @@ class Labelled:
     def _dataset_batches(self, data, image_size):
         if self.split not in SPLITS:
             raise ValueError(f"unknown split {self.split!r}; choose from {', '.join(SPLITS)}")
-        dataset = data.dataset(self.split)
+        available = [s for s in ("train", "val", "test") if getattr(data, s, None) is not None]
+        dataset = data.dataset(self.split) if self.split in available + ["all"] else None
         if dataset is None:
-            available = [s for s in ("train", "val", "test") if getattr(data, s, None) is not None]
-            raise ValueError(f"{self.description or 'the data'} has no {self.split!r} split "
-                             f"(it has {', '.join(available) or 'none'}; 'all' takes every image)")
+            raise ValueError(f"{self.description or 'the data'} has no {self.split} split "
+                             f"(it has {', '.join(available) or 'none'}; --split all takes "
+                             "every image)")
         shape = tuple(getattr(data, "image_shape", ()) or ())[:2]
         self._check_size(shape, image_size)
         for images, labels in dataset.as_numpy_iterator():
