@@ -344,6 +344,24 @@ class ImageData:
             return np.zeros((0, *self.image_shape), np.uint8), np.zeros((0,), np.int32)
         return np.concatenate(images), np.concatenate(labels)
 
+    def labels(self, split: str = "train") -> np.ndarray:
+        """The int labels of ``split``, in the source's order, without reading any image."""
+        if split not in self.splits:
+            raise ValueError(f"{self.spec} has no {split} split")
+        return np.asarray(self.splits[split].labels)
+
+    def fold(self, train_indices, val_indices) -> "ImageData":
+        """Cross-validation: a copy whose ``train`` and ``val`` are the given rows of this
+        ``train`` split, with the same batching, augmentation and label options."""
+        if "train" not in self.splits:
+            raise ValueError(f"{self.spec} has no train split to cross-validate")
+        train = self.splits["train"]
+        splits = {"train": train.subset(train_indices), "val": train.subset(val_indices)}
+        return ImageData(self.source, splits, spec=self.spec, batch_size=self.batch_size,
+                         image_size=self.image_shape[:2], seed=self.seed, augment=self.augment,
+                         mixup=self.mixup, cutmix=self.cutmix, one_hot=self.one_hot,
+                         cache=self.cache, drop_remainder=self.drop_remainder)
+
 
 def load_data(spec, *, batch_size=128, image_size=None, val_split=0.1, seed=0, augment=None,
               mixup=0.0, cutmix=0.0, one_hot=False, strict=False, cache=True,
