@@ -60,8 +60,8 @@ def format_confusion(report: dict) -> str:
     matrix = report["confusion_matrix"]
     cell = max(5, *(len(str(v)) for row in matrix for v in row)) + 1
     short = [n[:cell - 1] for n in names]
-    width = max(12, *(len(n) for n in names))
     corner = "true \\ predicted"
+    width = max(len(corner), *(len(n) for n in names))
     lines = [f"{corner:<{width}}" + "".join(f"{s:>{cell}}" for s in short)]
     for name, row in zip(names, matrix):
         lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
