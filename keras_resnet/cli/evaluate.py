@@ -29,7 +29,8 @@ from keras_resnet.evaluation.ensemble import tta_names
               show_default=True,
               help="Validation share when the data has no val folder (match training's).")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the train/val split when the data has no val folder (match training's).")
+              help="Seed of the train/val split when the data has no val folder "
+                   "(match training's).")
 @click.option("--strict", is_flag=True, help="Fail on unreadable images instead of skipping them.")
 def evaluate(models, data_spec, split, tta, output, confusion_png, fmt, batch_size, val_split,
              seed, strict):

@@ -246,7 +246,8 @@ def evaluate(models, data, split: str = "val", tta=None, *, batch_size: int = 64
         report = {"model": f"ensemble of {len(members)} models",
                   **classification_metrics(predictions.labels, predictions.ensemble, classes),
                   "models": members}
-    report.update({"data": str(data) if isinstance(data, (str, os.PathLike)) else None,
+    report.update({"data": str(data) if isinstance(data, (str, os.PathLike))
+                   else getattr(data, "spec", None),
                    "split": split, "tta": None if tta in (None, "", "none") else str(tta),
                    "notes": predictions.notes})
 

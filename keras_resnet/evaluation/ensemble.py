@@ -78,9 +78,12 @@ def label_mapping(data_classes, model_classes, data_name="the data", model_name=
     model_classes = [str(c) for c in model_classes]
     unknown = [name for name in data_classes if name not in model_classes]
     if unknown:
-        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise ValueError(f"class names do not match: {data_name} has {len(unknown)} class(es) "
-                         f"that {model_name} does not know ({shown}); {model_name} knows "
-                         f"{', '.join(model_classes[:10])}{' ...' if len(model_classes) > 10 else ''}")
+                         f"that {model_name} does not know ({_shorten(unknown)}); "
+                         f"{model_name} knows {_shorten(model_classes)}")
     position = {name: i for i, name in enumerate(model_classes)}
     return np.array([position[name] for name in data_classes], dtype=np.int64)
+
+
+def _shorten(names, limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")

@@ -12,14 +12,15 @@ TOP_K = 5  # top-5 accuracy is reported when there are at least this many classe
 
 
 def validate(labels, probabilities, class_names):
-    """Labels as int64 (N,) and probabilities as float64 (N, C); a clear error when they disagree."""
+    """Labels as int64 (N,), probabilities as float64 (N, C); a clear error if they disagree."""
     labels = np.asarray(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if labels.ndim == 2:  # one-hot
         labels = labels.argmax(axis=1)
     labels = labels.astype(np.int64).reshape(-1)
     if probabilities.ndim != 2:
-        raise ValueError(f"probabilities must be (images, classes), got shape {probabilities.shape}")
+        raise ValueError("probabilities must be (images, classes), got shape "
+                         f"{probabilities.shape}")
     if len(labels) != len(probabilities):
         raise ValueError(f"{len(labels)} labels but {len(probabilities)} predictions")
     if len(labels) == 0:
