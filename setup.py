@@ -34,7 +34,9 @@ setup(
     extras_require={
         "cpu": ["onnxruntime>=1.18"],
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22", "onnxruntime-gpu>=1.18"],
-        "test": ["pytest>=7"],
+        # TFDS (tfds:NAME, cifar10, cifar100); its download path imports importlib_resources.
+        "tfds": ["tensorflow-datasets>=4.9", "importlib_resources"],
+        "test": ["pytest>=7", "tensorflow-datasets>=4.9", "importlib_resources"],
     },
     entry_points={"console_scripts": ["keras-resnet=keras_resnet.cli.main:main"]},
 )

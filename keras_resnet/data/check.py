@@ -28,16 +28,10 @@ def check_data(spec, strict=False, val_split=None) -> dict:
 
     source = open_source(spec)
     refuse_if_strict(source, strict)
-    if source.tfds is not None:
-        from keras_resnet.data.tfds_source import tfds_split_labels
-
-        split_labels = tfds_split_labels(source)
-        sizes = Counter()
-    else:
-        split_labels = {name: split.labels for name, split in source.splits.items()}
-        sizes = Counter()
-        for split in source.splits.values():
-            sizes.update(split.image_sizes())
+    split_labels = {name: split.labels for name, split in source.splits.items()}
+    sizes = Counter()
+    for split in source.splits.values():
+        sizes.update(split.image_sizes())
     if val_split and "val" not in split_labels:
         from keras_resnet.data.pipeline import stratified_split
 

@@ -54,6 +54,8 @@ def parse_image_size(image_size) -> tuple[int, int] | None:
 def choose_image_size(sizes: Counter) -> tuple[int, int]:
     """The size to batch at when the caller gives none: the images' own when they all share
     one, else a square of the median shorter side, at most 224."""
+    if not sizes:
+        return DEFAULT_LARGE_SIZE, DEFAULT_LARGE_SIZE
     if len(sizes) == 1:
         return next(iter(sizes))
     shorter = np.repeat([min(hw) for hw in sizes], list(sizes.values()))
@@ -211,79 +213,77 @@ class ImageData:
     # -- building blocks --
 
     def _images_dataset(self, split_name: str, training: bool):
-        """Unbatched ``(image uint8 (H, W, 3), label int32)``, fitted to the image size."""
+        """Unbatched ``(image uint8 (H, W, 3), label int32)`` at the image size; shuffled when
+        ``training``. Deterministic work (decode, eval resize) comes before the cache, random
+        work (random resized crop) after it."""
         split = self.splits[split_name]
         size = self.image_shape[:2]
+        at_size = self._all_at_size(split)
         random_crop = training and (self.augment.random_resized_crop or (
-            self.augment.enabled and not self._all_at_size(split)))
-        crop_scale = (augment_module.RRC_SCALE if self.augment.random_resized_crop
-                      else augment_module.FIT_RRC_SCALE)
+            self.augment.enabled and not at_size))
 
-        if self._all_at_size(split):
-            def fit(image):
-                return tf.ensure_shape(image, (*size, 3))
-        else:
-            def fit(image):
-                return fit_for_eval(image, size)
+        def fit(image):
+            return tf.ensure_shape(image, (*size, 3)) if at_size else fit_for_eval(image, size)
 
-        if split.images is not None:
+        encoded = split.images is None
+        any_pil = encoded and split.pil_decode is not None and bool(split.pil_decode.any())
+        if not encoded:
             dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-            decoded_bytes, in_memory = split.images.nbytes, True
+            cached_bytes = 0                   # already in memory
+            if not (random_crop or at_size):
+                dataset = dataset.map(lambda image, label: (fit(image), label),
+                                      num_parallel_calls=AUTOTUNE)
+                cached_bytes = len(split) * size[0] * size[1] * 3
         else:
-            any_pil = bool(split.pil_decode.any())
-            dataset = tf.data.Dataset.from_tensor_slices(
-                (split.files, split.labels, split.pil_decode))
-            in_memory = False
+            dataset = self._encoded(split)     # (path or bytes, label, pil_decode)
+            needs_read = split.files is not None
             if random_crop:
                 # Cache the encoded bytes: crops are drawn from the full image every epoch.
-                decoded_bytes = split.file_bytes
-
-                @tf.autograph.experimental.do_not_convert
-                def read(path, label, pil):
-                    return tf.io.read_file(path), label, pil
-
-                dataset = dataset.map(read, num_parallel_calls=AUTOTUNE)
+                cached_bytes = split.file_bytes
+                if needs_read:
+                    dataset = dataset.map(
+                        lambda path, label, pil: (tf.io.read_file(path), label, pil),
+                        num_parallel_calls=AUTOTUNE)
             else:
-                decoded_bytes = len(split) * size[0] * size[1] * 3
+                cached_bytes = len(split) * size[0] * size[1] * 3
 
                 @tf.autograph.experimental.do_not_convert
-                def read_and_decode(path, label, pil):
-                    image = decode_image_bytes(tf.io.read_file(path), pil if any_pil else None)
-                    return fit(image), label
+                def read_and_decode(path_or_data, label, pil):
+                    data = tf.io.read_file(path_or_data) if needs_read else path_or_data
+                    return fit(decode_image_bytes(data, pil if any_pil else None)), label
 
                 dataset = dataset.map(read_and_decode, num_parallel_calls=AUTOTUNE)
                 # The scan catches bad files up front; this keeps a file that broke since
                 # (or that only TensorFlow rejects) from ending an epoch.
                 dataset = dataset.ignore_errors(log_warning=True)
 
-        if not random_crop and split.images is not None and not self._all_at_size(split):
-            dataset = dataset.map(lambda image, label: (fit_for_eval(image, size), label),
-                                  num_parallel_calls=AUTOTUNE)
-            in_memory = False
-            decoded_bytes = len(split) * size[0] * size[1] * 3
-
-        if self.cache and not in_memory and decoded_bytes <= _memory_budget():
+        if self.cache and 0 < cached_bytes <= _memory_budget():
             dataset = dataset.cache()
         if training:
-            per_image = max(1, decoded_bytes // max(1, len(split)))
-            buffer = int(min(len(split), max(1024, SHUFFLE_BUFFER_BYTES // per_image)))
+            per_image = (cached_bytes or split.decoded_bytes()) // max(1, len(split))
+            buffer = int(min(len(split), max(1024, SHUFFLE_BUFFER_BYTES // max(1, per_image))))
             dataset = dataset.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
-
         if random_crop:
+            scale = (augment_module.RRC_SCALE if self.augment.random_resized_crop
+                     else augment_module.FIT_RRC_SCALE)
             seed = self.seed
 
             @tf.autograph.experimental.do_not_convert
-            def crop(image_or_bytes, label, *pil):
-                image = image_or_bytes
-                if pil:
-                    image = decode_image_bytes(image_or_bytes,
-                                               pil[0] if split.pil_decode.any() else None)
-                return augment_module.random_resized_crop(image, size, crop_scale, seed=seed), label
+            def crop(image, label, *pil):
+                if encoded:
+                    image = decode_image_bytes(image, pil[0] if any_pil else None)
+                return augment_module.random_resized_crop(image, size, scale, seed=seed), label
 
             dataset = dataset.map(crop, num_parallel_calls=AUTOTUNE)
-            if split.files is not None:
+            if encoded:
                 dataset = dataset.ignore_errors(log_warning=True)
         return dataset
+
+    @staticmethod
+    def _encoded(split: Split):
+        if split.stream is not None:
+            return split.stream.map(lambda data, label: (data, label, False))
+        return tf.data.Dataset.from_tensor_slices((split.files, split.labels, split.pil_decode))
 
     def _all_at_size(self, split: Split) -> bool:
         return set(split.image_sizes()) == {tuple(self.image_shape[:2])}
@@ -386,13 +386,6 @@ def load_data(spec, *, batch_size=128, image_size=None, val_split=0.1, seed=0, a
     source = open_source(spec)
     refuse_if_strict(source, strict)
     log_problems(source)
-    if source.tfds is not None:
-        from keras_resnet.data.tfds_source import tfds_image_data
-
-        return tfds_image_data(source, spec=str(spec), batch_size=batch_size,
-                               image_size=image_size, val_split=val_split, seed=seed,
-                               augment=plan, mixup=mixup, cutmix=cutmix, one_hot=one_hot,
-                               cache=cache, drop_remainder=drop_remainder)
     splits = dict(source.splits)
     if "val" not in splits and val_split > 0:
         train_idx, val_idx = stratified_split(splits["train"].labels, float(val_split), seed)

@@ -34,13 +34,15 @@ OFFLINE_ALTERNATIVES = ("a folder of class subfolders of images, an .npz file wi
 
 @dataclass
 class Split:
-    """One split: image ``files`` (with per-file ``pil_decode`` flags) or in-memory ``images``."""
+    """One split: image ``files`` (with per-file ``pil_decode`` flags), in-memory ``images``,
+    or a ``stream`` (``tf.data.Dataset`` of encoded image bytes and int32 labels, in order)."""
 
     labels: np.ndarray
     files: list[str] | None = None
     pil_decode: np.ndarray | None = None      # files TensorFlow cannot decode faithfully
     images: np.ndarray | None = None
-    sizes: list[tuple[int, int]] | None = None  # (height, width) of each file
+    stream: object = None
+    sizes: list[tuple[int, int]] | None = None  # (height, width) of each image
     file_bytes: int = 0
 
     def __len__(self):
@@ -53,9 +55,10 @@ class Split:
             files=None if self.files is None else [self.files[i] for i in indices],
             pil_decode=None if self.pil_decode is None else self.pil_decode[indices],
             images=None if self.images is None else self.images[indices],
+            stream=None if self.stream is None else _stream_subset(self.stream, indices,
+                                                                     len(self)),
             sizes=None if self.sizes is None else [self.sizes[i] for i in indices],
-            file_bytes=0 if self.files is None else int(self.file_bytes * len(indices)
-                                                        / max(1, len(self))),
+            file_bytes=int(self.file_bytes * len(indices) / max(1, len(self))),
         )
 
     def image_sizes(self) -> Counter:
@@ -70,6 +73,18 @@ class Split:
         return int(sum(h * w * 3 for h, w in self.sizes or []))
 
 
+def _stream_subset(stream, indices, length):
+    """The elements of ``stream`` at ``indices`` (sorted), keeping the stream's order."""
+    import tensorflow as tf
+
+    keep = np.zeros(length, bool)
+    keep[indices] = True
+    keep = tf.constant(keep)
+    return (stream.enumerate()
+            .filter(lambda i, element: tf.gather(keep, i))
+            .map(lambda i, element: element))
+
+
 @dataclass
 class Source:
     kind: str
@@ -78,7 +93,6 @@ class Source:
     splits: dict[str, Split] = field(default_factory=dict)
     bad_files: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    tfds: dict | None = None      # split -> (tf.data.Dataset of (image, label), count), tfds only
     native_shape: tuple | None = None   # (H, W) of every image when the source fixes it
     empty_classes: list[str] = field(default_factory=list)
 
