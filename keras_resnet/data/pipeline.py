@@ -334,7 +334,7 @@ class ImageData:
         """
         return self._pipeline(split, training, contract_labels=False)
 
-    def numpy(self, split: str = "all", image_size=None) -> tuple[np.ndarray, np.ndarray]:
+    def numpy(self, split: str = "all") -> tuple[np.ndarray, np.ndarray]:
         """All images and int labels of ``split`` as NumPy arrays (for small data)."""
         images, labels = [], []
         for x, y in self.dataset(split).as_numpy_iterator():
