@@ -1,0 +1,175 @@
+"""Callbacks of a training run, and the list ``fit`` uses.
+
+Keras provides most of them (``BackupAndRestore``, ``EarlyStopping``, ``TensorBoard``, the
+progress bar). Written here is only what Keras lacks:
+
+- ``NanGuard``: like ``TerminateOnNaN``, but it also tells the saving callbacks that the
+  weights are bad, so no checkpoint or resume state is ever overwritten with NaNs (Keras calls
+  ``on_epoch_end`` even for the epoch a NaN stopped).
+- ``RunCheckpoints``: ``best.keras`` and ``checkpoints/last.keras`` through
+  ``keras_resnet.models.save_model`` (atomic, float32, with class names and recipe), which
+  ``ModelCheckpoint`` cannot do.
+- ``History``: ``history.csv`` rewritten atomically each epoch (``CSVLogger`` appends line by
+  line, so a kill can leave half a row), with the learning rate and epoch time.
+- ``SafeBackupAndRestore``: ``BackupAndRestore`` that skips saving once the NaN guard fired.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from keras_resnet.training.checkpoints import save_run_model
+from keras_resnet.training.rundir import read_history, write_history
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stop training at the first non-finite loss and remember where it happened."""
+
+    def __init__(self):
+        super().__init__()
+        self.tripped = False
+        self.epoch = None
+        self.step = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self.tripped and logs and "loss" in logs and not _finite(logs["loss"]):
+            self.tripped, self.epoch, self.step = True, self._epoch, batch
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.tripped and logs and "loss" in logs and not _finite(logs["loss"]):
+            self.tripped, self.epoch, self.step = True, epoch, None
+            self.model.stop_training = True
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` that never backs up weights after the NaN guard has fired."""
+
+    def __init__(self, backup_dir, nan_guard: NanGuard, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.nan_guard = nan_guard
+
+    def _save_model(self):
+        if not self.nan_guard.tripped:
+            super()._save_model()
+
+
+class LearningRate(keras.callbacks.Callback):
+    """Adds ``learning_rate`` (at the end of the epoch) and ``epoch_time`` to the logs, and
+    times the training steps apart from validation for the throughput figure."""
+
+    def __init__(self):
+        super().__init__()
+        self.train_seconds = 0.0
+        self.train_steps = 0
+        self._epoch_start = self._test_start = 0.0
+        self._test_seconds = 0.0
+        self._last_batch = -1
+
+    def current_lr(self) -> float:
+        optimizer = self.model.optimizer
+        inner = getattr(optimizer, "inner_optimizer", optimizer)
+        return float(keras.ops.convert_to_numpy(inner.learning_rate))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._test_seconds = 0.0
+        self._last_batch = -1
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch = batch
+
+    def on_test_begin(self, logs=None):
+        self._test_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self._test_seconds += time.perf_counter() - self._test_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._epoch_start
+        self.train_seconds += elapsed - self._test_seconds
+        self.train_steps += self._last_batch + 1
+        if logs is not None:
+            logs["learning_rate"] = self.current_lr()
+            logs["epoch_time"] = elapsed
+
+
+class History(keras.callbacks.Callback):
+    """``history.csv``: the rows of earlier sessions (up to ``initial_epoch``) plus one row per
+    epoch of this one, rewritten atomically after each epoch."""
+
+    COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+    def __init__(self, path, initial_epoch: int = 0):
+        super().__init__()
+        self.path = path
+        self.rows = [r for r in read_history(path) if r.get("epoch", 0) < initial_epoch]
+
+    def on_train_begin(self, logs=None):
+        write_history(self.path, self.rows)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch}
+        for key, value in (logs or {}).items():
+            try:
+                row[key] = float(np.asarray(value))
+            except (TypeError, ValueError):
+                continue
+        ordered = {k: row[k] for k in self.COLUMNS if k in row}
+        ordered.update({k: v for k, v in row.items() if k not in ordered})
+        self.rows = [r for r in self.rows if r["epoch"] != epoch] + [ordered]
+        write_history(self.path, self.rows)
+
+
+class RunCheckpoints(keras.callbacks.Callback):
+    """Save ``last`` every epoch and ``best`` when ``monitor`` improves (never after a NaN).
+
+    ``history`` (earlier rows) seeds the best value so a resumed run keeps its best model.
+    """
+
+    def __init__(self, *, last_path, best_path, monitor: str, mode: str, metadata: dict,
+                 nan_guard: NanGuard, history_rows=()):
+        super().__init__()
+        self.last_path, self.best_path = last_path, best_path
+        self.monitor = monitor
+        if mode == "auto":
+            mode = "max" if ("acc" in monitor or "auc" in monitor) else "min"
+        self.better = np.greater if mode == "max" else np.less
+        self.metadata = metadata
+        self.nan_guard = nan_guard
+        self.best = None
+        self.best_epoch = None
+        for row in history_rows:
+            value = row.get(monitor)
+            if _finite(value) and (self.best is None or self.better(value, self.best)):
+                self.best, self.best_epoch = float(value), int(row["epoch"])
+        self.last_saved_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_guard.tripped:
+            return
+        logs = logs or {}
+        meta = dict(self.metadata, epoch=epoch + 1)
+        value = logs.get(self.monitor)
+        if _finite(value) and (self.best is None or self.better(float(value), self.best)):
+            self.best, self.best_epoch = float(value), epoch
+            save_run_model(self.model, self.best_path, dict(meta, best=self.monitor_record()))
+        save_run_model(self.model, self.last_path, meta)
+        self.last_saved_epoch = epoch
+
+    def monitor_record(self) -> dict:
+        return {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch}
