@@ -168,3 +168,15 @@ def test_cli_data_check_json_text_strict_and_missing(messy, cifar_heldout):
     assert "Error:" in strict.stderr and "truncated.jpg" in strict.stderr
     missing = runner.invoke(cli, ["data", "check", str(messy / "nope")])
     assert missing.exit_code == 2 and "data not found" in missing.stderr
+
+
+def test_threaded_scan_agrees_with_the_sequential_scan(messy, monkeypatch):
+    from keras_resnet.data import sources
+
+    files = sorted(p for p in messy.rglob("*") if p.is_file()) * 8      # over the 64 threshold
+    sequential = sources.scan_files(files)
+    monkeypatch.setattr(sources, "THREADED_SCAN_MIN_BYTES", 0)
+    threaded = sources.scan_files(files)
+    assert [(r.ok, r.reason, r.size) for r in threaded] == [
+        (r.ok, r.reason, r.size) for r in sequential]
+    assert sum(not r.ok for r in sequential) == 8 * 6     # five bad files and .DS_Store
