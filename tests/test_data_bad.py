@@ -65,7 +65,6 @@ def test_bad_files_are_found_listed_and_skipped(messy, caplog):
     assert "empty_class" in caplog.text
     assert data.class_names == ["cat", "dog", "oiseaux_été"]      # the empty class is left out
     assert data.num_examples["train"] == 17
-    counts = {0: 0, 1: 0, 2: 0}
     for epoch in range(2):               # full epochs, no error half-way
         images, labels = [], []
         for x, y in data.train.as_numpy_iterator():

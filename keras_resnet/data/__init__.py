@@ -1,6 +1,6 @@
 """The data layer: every image that training, evaluation, export and prediction see comes from
 here, selected by one data spec (see ``load_data``). It knows no model."""
-from keras_resnet.data import tfds_source
+from keras_resnet.data import tfds_source  # noqa: F401  (tests patch its network probe)
 from keras_resnet.data.augment import parse_augment
 from keras_resnet.data.check import check_data
 from keras_resnet.data.pipeline import ImageData, load_data, stratified_split

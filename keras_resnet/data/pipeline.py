@@ -134,7 +134,8 @@ def read_image(path, image_size=None) -> np.ndarray:
             image = fit_for_eval(image, size)
         return image.numpy()
     except (tf.errors.OpError, ValueError) as error:
-        raise ValueError(f"cannot decode image {path}: {error.message if hasattr(error, 'message') else error}") from None
+        reason = getattr(error, "message", None) or str(error)
+        raise ValueError(f"cannot decode image {path}: {reason.strip().splitlines()[0]}") from None
 
 
 # --- the stratified split ---------------------------------------------------------------------

@@ -106,7 +106,8 @@ def _shape_mask(name, u, v, r, theta, radius):
         "circle": lambda: r <= radius,
         "square": lambda: np.maximum(a, b) <= radius * 0.8,
         "triangle": lambda: polygon(3),
-        "cross": lambda: ((a <= radius * 0.28) & (b <= radius)) | ((b <= radius * 0.28) & (a <= radius)),
+        "cross": lambda: (((a <= radius * 0.28) & (b <= radius))
+                          | ((b <= radius * 0.28) & (a <= radius))),
         "ring": lambda: (r <= radius) & (r >= radius * 0.58),
         "star": lambda: star(),
         "bar": lambda: (a <= radius) & (b <= radius * 0.3),

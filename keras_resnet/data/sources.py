@@ -6,7 +6,6 @@ NumPy and Pillow; TensorFlow is imported only for ``tfds:`` specs.
 """
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import unicodedata
@@ -19,8 +18,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from keras_resnet.data import shapes as shapes_module
-
-log = logging.getLogger("keras_resnet.data")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 # Pillow format names the pipeline decodes (MPO: multi-picture JPEGs written by cameras).
@@ -188,7 +185,8 @@ def pil_read_rgb(path) -> np.ndarray:
     """Pillow decode to RGB, for the files TensorFlow cannot decode faithfully."""
     with Image.open(path) as image:
         image.seek(0)
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        transparent = image.mode == "P" and "transparency" in image.info
+        if image.mode in ("RGBA", "LA", "PA") or transparent:
             image = image.convert("RGBA")
             return np.asarray(image)[..., :3].copy()
         return np.asarray(image.convert("RGB"))
@@ -359,7 +357,8 @@ def _array_source(kind, location, arrays, class_names=None) -> Source:
         if class_names is None and labels.dtype.kind in "USO":
             class_names = sorted({str(v) for v in labels})
             lookup = {n: i for i, n in enumerate(class_names)}
-            arrays = {s: (x, np.asarray([lookup[str(v)] for v in y])) for s, (x, y) in arrays.items()}
+            arrays = {split: (x, np.asarray([lookup[str(v)] for v in y]))
+                      for split, (x, y) in arrays.items()}
             labels = np.concatenate([y for _, y in arrays.values()])
         else:
             raise ValueError(f"{location}: labels must be integers, got {labels.dtype}")
