@@ -27,13 +27,16 @@ STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 @click.option("--output", "-o", type=click.Path(file_okay=False),
               help="Run directory (default runs/ARCH-TIMESTAMP); must be new or empty.")
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last backup.")
+@click.option("--init-from", metavar="SOURCE",
+              help="Start from a pretrained network's weights (a .keras file, a run directory, "
+                   "keras:NAME[=WEIGHTS]) with a new head; see keras-resnet finetune.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed.")
 @click.option("--deterministic", is_flag=True, default=None,
               help="Deterministic ops (repeatable to the bit, slower).")
 @click.option("--list-recipes", is_flag=True, help="List the recipes in configs/ and exit.")
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 def fit(arch, data_spec, recipe, epochs, batch_size, lr, precision, strategy, output, resume,
-        seed, deterministic, list_recipes, overrides):
+        init_from, seed, deterministic, list_recipes, overrides):
     """Train a ResNet and write a run directory (config.yaml, history.csv, checkpoints/,
     best.keras, model.keras, metrics.json, curves.png).
 
@@ -62,7 +65,14 @@ def fit(arch, data_spec, recipe, epochs, batch_size, lr, precision, strategy, ou
         merged.update(parse_overrides(list(overrides)))
         from keras_resnet.training.fit import fit as run_fit
 
-        result = run_fit(recipe, output=output, resume=resume, overrides=merged)
+        initial = {}
+        if init_from:
+            from keras_resnet.training.finetune import InitFrom
+
+            model = InitFrom(init_from)
+            merged.update(model.overrides)
+            initial = {"model": model, "metadata": model.metadata, "arch_name": model.arch}
+        result = run_fit(recipe, output=output, resume=resume, overrides=merged, **initial)
     except ConfigError as error:
         for line in error.errors:
             click.echo(f"Error: {line}", err=True)

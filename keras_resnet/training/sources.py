@@ -33,8 +33,9 @@ RANDOM_WEIGHTS = ("random", "none")
 
 @dataclass
 class Pretrained:
-    """A resolved SOURCE. ``image_size`` is the source's fixed input size ((H, W) or ``None``
-    when it takes any size); ``class_names``, ``arch`` and ``recipe`` come from its metadata."""
+    """A resolved SOURCE. ``class_names``, ``arch``, ``image_size`` ((H, W) it was trained at)
+    and ``recipe`` come from its metadata; the network itself loads on first ``build``, so
+    resolving a SOURCE does no TensorFlow work (a multi-worker strategy must come first)."""
 
     description: str
     arch: str
@@ -42,6 +43,7 @@ class Pretrained:
     image_size: tuple | None = None
     recipe: dict | None = None
     model: keras.Model | None = field(default=None, repr=False)
+    path: Path | None = None        # the .keras file, for our models
     application: str | None = None  # keras.applications name, for keras: sources
     weights: str | None = None      # "imagenet", a file path or None (random)
 
@@ -52,16 +54,21 @@ class Pretrained:
         if self.application is not None:
             shape = (*image_size, 3) if image_size else (None, None, 3)
             return _import_application(self.application, self.weights, shape)
-        model = self.model
-        if image_size and tuple(model.input_shape[1:3]) != tuple(image_size):
+        model = self.model if self.model is not None else load_model(self.path)
+        if model.name.lower() in LAYOUTS:  # a keras.applications ResNet passed in Python
+            model = from_keras_application(model)
+        fixed = tuple(model.input_shape[1:3])
+        if image_size and None not in fixed and fixed != tuple(image_size):
             model = rebuild(model, input_shape=(*image_size, 3))
         return model
 
 
 def resolve_source(source) -> Pretrained:
     """A ``Pretrained`` for SOURCE (see the module docstring); one-line errors for bad input."""
+    if isinstance(source, Pretrained):
+        return source
     if isinstance(source, keras.Model):
-        return _from_model(source, description=f"model {source.name!r}")
+        return _from_model(source)
     text = str(source).strip()
     if text.lower().startswith(KERAS_PREFIX):
         return _from_application_spec(text)
@@ -81,24 +88,19 @@ def resolve_source(source) -> Pretrained:
             raise ValueError(f"a fine-tuning source must be a .keras file, a run directory or "
                              f"keras:NAME, got {text}")
     metadata = read_metadata(model_file)
-    model = load_model(model_file)
-    pretrained = _from_model(model, description=str(model_file))
-    pretrained.class_names = metadata.get("class_names") or pretrained.class_names
-    pretrained.arch = metadata.get("arch") or pretrained.arch
-    pretrained.recipe = metadata.get("recipe")
-    return pretrained
-
-
-def _from_model(model: keras.Model, description: str) -> Pretrained:
-    if model.name.lower() in LAYOUTS:  # a keras.applications ResNet passed in Python
-        model = from_keras_application(model)
-    fixed = tuple(model.input_shape[1:3])
-    head = _layer_or_none(model, "predictions")
+    size = metadata.get("image_size")
     return Pretrained(
-        description=description, arch=model.name, model=model,
-        image_size=fixed if None not in fixed else None,
-        class_names=[str(i) for i in range(int(head.units))] if head is not None else None,
+        description=str(model_file), arch=metadata.get("arch") or model_file.stem,
+        class_names=metadata.get("class_names"), image_size=tuple(size) if size else None,
+        recipe=metadata.get("recipe"), path=model_file,
     )
+
+
+def _from_model(model: keras.Model) -> Pretrained:
+    fixed = tuple(model.input_shape[1:3])
+    arch = LAYOUTS[model.name.lower()][1] if model.name.lower() in LAYOUTS else model.name
+    return Pretrained(description=f"model {model.name!r}", arch=arch, model=model,
+                      image_size=fixed if None not in fixed else None)
 
 
 def parse_application_spec(text: str) -> tuple[str, str | None]:
