@@ -212,9 +212,11 @@ def export(model=None, output=None, *, formats="all", quantize="none", arch: str
                 calibration_data if calibration_data is not None else parity_data,
                 image_size=source.image_size, limit=calibration_samples,
                 class_names=source.class_names, purpose="calibration")
-    for warning in caught:
+    for warning in caught:  # recorded in the manifest, then raised again for the caller
         run_warnings.append(str(warning.message))
         log(f"warning: {warning.message}")
+        warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                               warning.lineno)
     log(f"parity images: {parity.description['num_images']} from "
         f"{parity.description['source']}")
     reference = _reference_outputs(source.model, parity.images)

@@ -10,9 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 # quantization -> (the measure that gates it, its default threshold)
+#
+# float16 allows 1e-2, not 1e-3: storing the weights in float16 alone (a Keras model with its
+# weights rounded to float16, no converter involved) moved the probabilities of trained
+# CIFAR ResNet-20/18 models by up to 6e-3 on real images; TFLite float16 files measured
+# 3e-3 to 9e-3. A conversion bug (wrong channel order, lost preprocessing) moves them by 0.1-1.
 GATES = {
     "none": ("max_abs_diff", 1e-5),
-    "float16": ("max_abs_diff", 1e-3),
+    "float16": ("max_abs_diff", 1e-2),
     "dynamic": ("top1_agreement", 0.99),
     "int8": ("top1_agreement", 0.98),
 }

@@ -66,11 +66,16 @@ def _sample_folder(root: Path, image_size, limit: int, splits, seed: int):
     return images, (labels if class_names else None), class_names, str(root)
 
 
-def _sample_dataset(spec: str, image_size, limit: int, splits, seed: int):
+def _sample_dataset(spec: str, image_size, limit: int, splits, seed: int, val_split=0.1):
+    """The first ``limit`` images of the first split of ``splits`` that ``spec`` has.
+
+    With the data layer's default ``val_split`` and seed, the ``val`` split of a dataset
+    without one is the same held-out slice a training run on that spec validated on.
+    """
     from keras_resnet.data import load_data
 
     data = load_data(spec, batch_size=min(limit, 64), image_size=image_size, seed=seed,
-                     augment=None, cache=False)
+                     val_split=val_split, augment=None, cache=False)
     attributes = {"test": "test", "val": "val", "validation": "val", "train": "train"}
     dataset = next((getattr(data, attributes[s]) for s in splits
                     if getattr(data, attributes[s], None) is not None), None)
@@ -115,7 +120,8 @@ def load_samples(data, *, image_size, limit: int, class_names, purpose: str,
                       f"generated shapes, not real images; pass a folder of real images for a "
                       f"meaningful check")
         spec = GENERATED_SPEC.format(count=max(limit, 8), size=image_size[0])
-        images, _, _, _ = _sample_dataset(spec, image_size, limit, ("train",), seed)
+        images, _, _, _ = _sample_dataset(spec, image_size, limit, ("train",), seed,
+                                          val_split=0.0)
         labels, data_classes, where = None, None, "generated"
     elif isinstance(data, (str, Path)):
         if Path(data).is_dir():
