@@ -96,3 +96,20 @@ def test_stratified_folds_cover_every_example_once():
     with pytest.raises(ValueError, match="class 2 has 3"):
         stratified_folds(labels, 4)
     assert summarise([0.5, 0.7]) == pytest.approx((0.6, 0.1))
+
+
+def test_trial_score_is_the_best_finite_epoch_before_a_nan():
+    from keras_tuner.errors import FailedTrialError, FatalValueError
+
+    from keras_resnet.training.tune import score_history
+
+    logged = {"val_accuracy": [0.4, 0.7, 0.6, 0.9], "val_loss": [1.2, 0.8, float("nan"), 0.5]}
+    accuracy, loss = parse_objective("val_accuracy"), parse_objective("val_loss")
+    assert score_history(logged, accuracy) == 0.9
+    assert score_history(logged, loss) == 0.5
+    assert score_history(logged, accuracy, nan_epoch=2) == 0.7    # epochs 3 and 4 left out
+    with pytest.raises(FailedTrialError, match="NaN in the first epoch"):
+        score_history(logged, accuracy, nan_epoch=0)
+    with pytest.raises(FatalValueError, match="'val_top5:max'|'val_top5'.*available: "
+                                              "val_accuracy, val_loss"):
+        score_history(logged, parse_objective("val_top5:max"))

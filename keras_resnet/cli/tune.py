@@ -51,8 +51,8 @@ def tune(space, search, trials, folds, objective, output, arch, data_spec, recip
     \b
     Examples:
       keras-resnet tune --space configs/spaces/lr_wd.yaml --trials 8 -o runs/tune
-      keras-resnet tune --config cifar10_fast --data ../cifar10/train \\
-          --space configs/spaces/cifar_regularisation.yaml --search grid --folds 3
+      keras-resnet tune --config cifar10_resnet18 --data ../cifar10/train \\
+          --space configs/spaces/grid_lr_batch.yaml --search grid --folds 3
     """
     from keras_resnet.training.config import ConfigError, parse_overrides
 

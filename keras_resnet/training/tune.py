@@ -207,7 +207,8 @@ class RecipeHyperModel(kt.HyperModel):
         from keras_resnet.training.fit import steps_per_epoch_of
 
         steps, repeat = steps_per_epoch_of(config, data)
-        extra = [NanGuard()]
+        nan_guard = NanGuard()
+        extra = [nan_guard]
         stopping = config["early_stopping"]
         if stopping["patience"]:
             extra.append(keras.callbacks.EarlyStopping(
@@ -220,22 +221,32 @@ class RecipeHyperModel(kt.HyperModel):
             validation_steps=config["validation_steps"], callbacks=extra + callbacks,
             shuffle=False, verbose=self.verbose)   # the data layer shuffles
         logged = history.history
-        if config["optimizer"]["ema"] and not extra[0].tripped:
+        if config["optimizer"]["ema"] and not nan_guard.tripped:
             # Keras swapped the averaged weights in at the end of fit: score those.
             final = model.evaluate(data.val, steps=config["validation_steps"], verbose=0,
                                    return_dict=True)
             logged = {f"val_{k}": [float(v)] for k, v in final.items()}
-        name = self.objective.name
-        if name not in logged:
-            available = ", ".join(sorted(k for k in logged if k.startswith("val_")))
-            raise kt.errors.FatalValueError(
-                f"the objective {name!r} is not a metric of training (available: "
-                f"{available or 'none'})")
-        values = [float(v) for v in logged[name] if math.isfinite(float(v))]
-        if not values:
-            raise kt.errors.FailedTrialError(f"{name} was never finite (the loss became "
-                                             "NaN)")
-        return self.objective.best_of(values)
+        return score_history(logged, self.objective,
+                             nan_guard.epoch - initial_epoch if nan_guard.tripped else None)
+
+
+def score_history(logged: dict, objective, nan_epoch: int | None = None) -> float:
+    """A trial's score: the best value of the objective over the epochs of ``logged``
+    (``History.history``), leaving out the epoch where the loss became NaN (index
+    ``nan_epoch``) and those after it."""
+    name = objective.name
+    if name not in logged:
+        available = ", ".join(sorted(k for k in logged if k.startswith("val_")))
+        raise kt.errors.FatalValueError(
+            f"the objective {name!r} is not a metric of training (available: "
+            f"{available or 'none'})")
+    values = list(logged[name])[:nan_epoch]
+    values = [float(v) for v in values if math.isfinite(float(v))]
+    if not values:
+        raise kt.errors.FailedTrialError(
+            "the loss became NaN in the first epoch" if nan_epoch is not None
+            else f"{name} was never finite")
+    return objective.best_of(values)
 
 
 class _RecipeTunerMixin:
@@ -271,8 +282,10 @@ TUNERS = {name: type(f"Recipe{base.__name__}", (_RecipeTunerMixin, base), {})
 # -- the search record ---------------------------------------------------------------------------
 
 def _signature(recipe, space, search, folds) -> dict:
+    """What makes two searches the same one, in the form ``search.json`` stores it."""
     flat = {k: v for k, v in flatten(recipe).items() if k not in MAY_CHANGE_ON_RESUME}
-    return {"recipe": flat, "space": space.to_dict(), "search": search, "folds": folds}
+    signature = {"recipe": flat, "space": space.to_dict(), "search": search, "folds": folds}
+    return json.loads(json.dumps(signature, default=str))
 
 
 def _check_same_search(output: Path, signature: dict) -> None:
@@ -377,6 +390,9 @@ def plot_trials(rows: list[dict], path, objective, title: str = "") -> Path:
             running.append(best)
         axis.step(x, running, where="post", label="best so far")
         axis.legend(loc="best")
+    from matplotlib.ticker import MaxNLocator
+
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("trial")
     axis.set_ylabel(objective.name)
     axis.set_title(title)
@@ -442,6 +458,10 @@ class _QuietRetracing(logging.Filter):
 
     def filter(self, record):
         return "triggered tf.function retracing" not in record.getMessage()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _last_failure(oracle) -> str:
@@ -533,6 +553,21 @@ def tune(config=None, space=None, *, search: str = "random", trials: int | None 
         tuner = TUNERS[search](max_trials=limit, **common)
         # A trial cap given now applies to a reloaded search as well.
         tuner.oracle.max_trials = limit
+
+    if verbose:
+        finished = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+        budget = tuner.oracle.max_trials
+        print(f"Tuning {recipe['arch']} on {recipe['data']['spec']}: {search} search over "
+              f"{', '.join(parsed.names)}; {parsed.objective}"
+              f"{f', {folds}-fold cross-validation' if folds else ''}; "
+              f"{f'up to {budget} trials' if budget else 'until the search ends'}, "
+              f"{_count(recipe['epochs'], 'epoch')} each; precision {runtime.precision}",
+              flush=True)
+        if finished:
+            print(f"Continuing the search in {output}: {_count(finished, 'trial')} already "
+                  "finished", flush=True)
+        else:
+            print(f"Search directory: {output}", flush=True)
 
     def report():
         return write_reports(output, tuner.oracle, recipe, parsed, search, folds)
