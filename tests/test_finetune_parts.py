@@ -132,7 +132,7 @@ def test_rebuild_changes_input_size_and_precision_keeping_weights(resnet20):
 
 # -- sources --------------------------------------------------------------------------------
 
-def test_resolve_keras_file_and_run_directory(saved_resnet20, tmp_path):
+def test_resolve_keras_file_and_run_directory(resnet20, saved_resnet20, tmp_path):
     pretrained = resolve_source(saved_resnet20)
     assert pretrained.arch == "resnet20"
     assert pretrained.class_names == [f"class{i}" for i in range(10)]
@@ -146,7 +146,7 @@ def test_resolve_keras_file_and_run_directory(saved_resnet20, tmp_path):
     model, _ = prepare_model(pretrained, 5)
     assert model.output_shape == (None, 5)
     np.testing.assert_array_equal(model.get_layer("stage2_block2_conv1").kernel.numpy(),
-                                  pretrained.model.get_layer("stage2_block2_conv1").kernel.numpy())
+                                  resnet20.get_layer("stage2_block2_conv1").kernel.numpy())
     bigger, _ = prepare_model(pretrained, 5, image_size=(40, 40))
     assert bigger.input_shape == (None, 40, 40, 3)
 
