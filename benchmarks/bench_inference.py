@@ -3,7 +3,8 @@
 For each architecture: batch-1 latency (p50, p95, milliseconds) and batch-64 throughput
 (images/s) of Keras ``model.predict``, a direct Keras call ``model(x, training=False)``, the
 SavedModel, ONNX Runtime and LiteRT, all on the same float32 artifacts (exported and
-parity-checked by ``keras_resnet.export``), with the ratio of each to Keras ``predict``.
+parity-checked by ``keras_resnet.export``; the max abs difference from Keras is shown), with the
+ratio of each to Keras ``predict``. Models have random weights: speed does not depend on them.
 
     python benchmarks/bench_inference.py                 # resnet20 @32, resnet50 @224
     python benchmarks/bench_inference.py --quick         # a few repeats: checks that it runs
@@ -30,6 +31,7 @@ import numpy as np  # noqa: E402
 ARCHITECTURES = {"resnet20": 32, "resnet50": 224}
 RUNTIMES = ("keras predict", "keras call", "savedmodel", "onnxruntime", "litert")
 THROUGHPUT_BATCH = 64
+RUNTIME_FORMATS = {"savedmodel": "savedmodel", "onnxruntime": "onnx", "litert": "tflite"}
 
 
 def measure(function, images, *, warmup: int, repeats: int) -> np.ndarray:
@@ -53,7 +55,12 @@ def runtimes_for(arch: str, size: int, workdir: Path, threads: int | None):
     model = create_model(arch, input_shape=(size, size, 3))
     parity_images = np.random.default_rng(0).uniform(0, 255, (8, size, size, 3))
     out = workdir / arch
-    export(model, out, formats="all", quantize="none", parity_data=parity_images.astype("f4"))
+    # Random weights give exploding logits (about +-5000 for resnet50): probabilities are
+    # one-hot and a 1e-3 change of a logit can move them by more than the 1e-5 float32 gate.
+    # The benchmark measures speed, so it loosens the gate and reports the differences.
+    manifest = export(model, out, formats="all", quantize="none", max_abs_diff=1e-2,
+                      parity_data=parity_images.astype("f4"))
+    diffs = {entry["format"]: entry["parity"]["max_abs_diff"] for entry in manifest["artifacts"]}
     onnx_predictor = predictors.OnnxPredictor(out / "model.onnx")
     if threads:
         import onnxruntime as ort
@@ -64,7 +71,7 @@ def runtimes_for(arch: str, size: int, workdir: Path, threads: int | None):
             str(out / "model.onnx"), options, providers=onnx_predictor.session.get_providers())
     litert = predictors.LiteRTPredictor(out / "model.tflite", num_threads=threads)
     savedmodel = predictors.SavedModelPredictor(out / "saved_model")
-    return {
+    return diffs, {
         "keras predict": lambda x: model.predict(x, batch_size=len(x), verbose=0),
         "keras call": lambda x: np.asarray(model(x, training=False)),
         "savedmodel": lambda x: savedmodel.predict(x, batch_size=len(x)),
@@ -74,7 +81,7 @@ def runtimes_for(arch: str, size: int, workdir: Path, threads: int | None):
 
 
 def benchmark(arch: str, size: int, workdir: Path, *, quick: bool, threads: int | None) -> dict:
-    functions, onnx_provider = runtimes_for(arch, size, workdir, threads)
+    diffs, functions, onnx_provider = runtimes_for(arch, size, workdir, threads)
     rng = np.random.default_rng(1)
     one = rng.uniform(0, 255, (1, size, size, 3)).astype(np.float32)
     batch = rng.uniform(0, 255, (THROUGHPUT_BATCH, size, size, 3)).astype(np.float32)
@@ -88,6 +95,7 @@ def benchmark(arch: str, size: int, workdir: Path, *, quick: bool, threads: int 
             "p50_ms": float(np.percentile(latency, 50) * 1e3),
             "p95_ms": float(np.percentile(latency, 95) * 1e3),
             "images_per_s": float(THROUGHPUT_BATCH / np.median(bulk)),
+            "max_abs_diff": diffs.get(RUNTIME_FORMATS.get(runtime)),
         }
     base = rows["keras predict"]
     for row in rows.values():
@@ -101,13 +109,15 @@ def print_table(result: dict):
     print(f"\n{result['arch']} @ {result['image_size']}x{result['image_size']} "
           f"(ONNX Runtime: {result['onnx_provider']})")
     header = (f"{'runtime':<14} {'p50 ms':>9} {'p95 ms':>9} {'p50/predict':>12} "
-              f"{'img/s @64':>10} {'vs predict':>11}")
+              f"{'img/s @64':>10} {'vs predict':>11} {'max diff':>9}")
     print(header)
     print("-" * len(header))
     for runtime, row in result["runtimes"].items():
         print(f"{runtime:<14} {row['p50_ms']:>9.2f} {row['p95_ms']:>9.2f} "
-              f"{row['p50_vs_predict']:>11.2f}x {row['images_per_s']:>10.1f} "
-              f"{row['throughput_vs_predict']:>10.2f}x")
+              f"{row['p50_vs_predict']:>11.3f}x {row['images_per_s']:>10.1f} "
+              f"{row['throughput_vs_predict']:>10.2f}x "
+              + (f"{row['max_abs_diff']:>9.1e}" if row["max_abs_diff"] is not None else
+                 f"{'-':>9}"))
 
 
 def main(argv=None):
