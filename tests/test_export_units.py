@@ -107,11 +107,12 @@ def test_zoo_architecture_with_generated_images_and_a_fixed_batch(tmp_path):
     gives a fixed-batch ONNX file that the predictor feeds in padded batches of 4."""
     import onnxruntime
 
-    from keras_resnet.export import export, load_artifact
+    import keras_resnet
+    from keras_resnet.export import load_artifact  # binds keras_resnet.export to the package
 
     with pytest.warns(UserWarning, match="generated shapes"):
-        manifest = export(arch="resnet20", output=tmp_path / "out", formats="onnx", batch=4,
-                          parity_samples=6)
+        manifest = keras_resnet.export(arch="resnet20", output=tmp_path / "out",
+                                       formats="onnx", batch=4, parity_samples=6)
     (entry,) = manifest["artifacts"]
     assert entry["parity"]["passed"] and entry["parity"]["num_images"] == 6
     assert entry["parity"]["data"] == "generated" and "accuracy_keras" not in entry["parity"]

@@ -5,6 +5,8 @@ interface over every format.
 use so that ``load_artifact`` for an ONNX or TFLite file stays light.
 """
 import importlib
+import sys
+import types
 
 from keras_resnet.export.predictor import Predictor, load_artifact
 
@@ -24,3 +26,15 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'keras_resnet.export' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """``keras_resnet.export(...)`` is the public ``export`` function, but once this package is
+    imported Python binds the name ``keras_resnet.export`` to the package itself; calling the
+    package calls the function, so both spellings work."""
+
+    def __call__(self, *args, **kwargs):
+        return self.export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
