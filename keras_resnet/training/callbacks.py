@@ -21,7 +21,7 @@ import time
 import keras
 import numpy as np
 
-from keras_resnet.training.checkpoints import save_run_model
+from keras_resnet.training.checkpoints import InferenceSaver
 from keras_resnet.training.rundir import read_history, write_history
 
 
@@ -32,8 +32,23 @@ def _finite(value) -> bool:
         return False
 
 
+def weights_finite(model) -> bool:
+    """Whether every trainable weight is finite (one fused reduction, milliseconds)."""
+    import tensorflow as tf
+
+    variables = [v.value if hasattr(v, "value") else v for v in model.trainable_variables]
+    if not variables:
+        return True
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
+
+
 class NanGuard(keras.callbacks.Callback):
-    """Stop training at the first non-finite loss and remember where it happened."""
+    """Stop training at the first non-finite loss or weight, and remember where.
+
+    Weights are checked too, at every epoch end and before every backup: TensorFlow's fused
+    BatchNorm kernel on CPU turns NaN inputs into finite outputs, so a diverged layer can hide
+    behind a finite loss.
+    """
 
     def __init__(self):
         super().__init__()
@@ -42,29 +57,49 @@ class NanGuard(keras.callbacks.Callback):
         self.step = None
         self._epoch = 0
 
+    def trip(self, epoch, step=None):
+        if not self.tripped:
+            self.tripped, self.epoch, self.step = True, epoch, step
+            self.model.stop_training = True
+
+    def check_weights(self, step=None) -> bool:
+        """Trip on non-finite weights; returns whether it is safe to save."""
+        if not self.tripped and not weights_finite(self.model):
+            self.trip(self._epoch, step)
+        return not self.tripped
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if not self.tripped and logs and "loss" in logs and not _finite(logs["loss"]):
-            self.tripped, self.epoch, self.step = True, self._epoch, batch
-            self.model.stop_training = True
+        if logs and "loss" in logs and not _finite(logs["loss"]):
+            self.trip(self._epoch, batch)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not self.tripped and logs and "loss" in logs and not _finite(logs["loss"]):
-            self.tripped, self.epoch, self.step = True, epoch, None
-            self.model.stop_training = True
+        if logs and "loss" in logs and not _finite(logs["loss"]):
+            self.trip(epoch)
+        self.check_weights()
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` that never backs up weights after the NaN guard has fired."""
+    """``BackupAndRestore`` that never backs up weights after the NaN guard has fired, and
+    that with a step-level ``save_freq`` also backs up at the end of every epoch.
+
+    (Keras's step-level saves record the epoch in progress, so a run killed after the last
+    save of an epoch would otherwise repeat that whole epoch when resumed.)
+    """
 
     def __init__(self, backup_dir, nan_guard: NanGuard, **kwargs):
         super().__init__(backup_dir, **kwargs)
         self.nan_guard = nan_guard
 
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.save_freq != "epoch":
+            self._save_model()
+
     def _save_model(self):
-        if not self.nan_guard.tripped:
+        if self.nan_guard.check_weights():
             super()._save_model()
 
 
@@ -158,6 +193,10 @@ class RunCheckpoints(keras.callbacks.Callback):
             if _finite(value) and (self.best is None or self.better(value, self.best)):
                 self.best, self.best_epoch = float(value), int(row["epoch"])
         self.last_saved_epoch = None
+        self._saver = None
+
+    def on_train_begin(self, logs=None):
+        self._saver = InferenceSaver(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.nan_guard.tripped:
@@ -167,8 +206,8 @@ class RunCheckpoints(keras.callbacks.Callback):
         value = logs.get(self.monitor)
         if _finite(value) and (self.best is None or self.better(float(value), self.best)):
             self.best, self.best_epoch = float(value), epoch
-            save_run_model(self.model, self.best_path, dict(meta, best=self.monitor_record()))
-        save_run_model(self.model, self.last_path, meta)
+            self._saver.save(self.best_path, dict(meta, best=self.monitor_record()))
+        self._saver.save(self.last_path, meta)
         self.last_saved_epoch = epoch
 
     def monitor_record(self) -> dict:

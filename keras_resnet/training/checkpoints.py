@@ -49,8 +49,24 @@ def run_metadata(*, class_names, arch, image_shape, recipe=None, extra=None) -> 
     return metadata
 
 
+class InferenceSaver:
+    """Saves the float32 inference copy of a training model, cloning it only once: later
+    saves copy the current weights into the same clone."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self._copy = None
+
+    def save(self, path, metadata: dict):
+        if self._copy is None:
+            self._copy = inference_copy(self.model)
+        else:
+            self._copy.set_weights(self.model.get_weights())
+        path = save_model(self._copy, path, metadata)
+        os.chmod(path, default_file_mode())
+        return path
+
+
 def save_run_model(model: keras.Model, path, metadata: dict):
     """Save the float32 inference copy of ``model`` atomically to ``path``."""
-    path = save_model(inference_copy(model), path, metadata)
-    os.chmod(path, default_file_mode())
-    return path
+    return InferenceSaver(model).save(path, metadata)

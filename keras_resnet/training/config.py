@@ -406,15 +406,21 @@ def _check_field(key: str, spec: Field, value, errors: list):
     return value
 
 
+def _suggest(key: str, section: dict, prefix: str) -> str:
+    """A ' (did you mean ...?)' hint: a sibling with a close name, else any key whose last
+    part matches (``lr`` at the top level -> ``optimizer.lr``)."""
+    close = difflib.get_close_matches(key, list(section), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {prefix + close[0]!r}?)"
+    leaves = [dotted for dotted, _ in iter_fields() if dotted.rsplit(".", 1)[-1] == key]
+    return f" (did you mean {leaves[0]!r}?)" if leaves else ""
+
+
 def _unknown_keys(config: dict, schema: dict, prefix: str, errors: list):
     for key, value in config.items():
         dotted = f"{prefix}{key}"
         if key not in schema:
-            known = [k for k, _ in iter_fields()] + [k for k in SCHEMA if isinstance(SCHEMA[k],
-                                                                                     dict)]
-            close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            errors.append(f"{dotted}: unknown key{hint}")
+            errors.append(f"{dotted}: unknown key{_suggest(str(key), schema, prefix)}")
         elif isinstance(schema[key], dict):
             if not isinstance(value, dict):
                 errors.append(f"{dotted}: expected a mapping of "

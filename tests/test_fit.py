@@ -1,0 +1,237 @@
+"""``keras_resnet.fit`` and ``keras-resnet fit`` end to end on the built-in ``shapes`` data:
+learning, the run directory, refusal to overwrite, NaN handling, kill-and-resume, config
+errors on the command line, and a ``model.keras`` that plain Keras loads."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from keras_resnet.cli.main import cli
+from keras_resnet.training.rundir import RunDirectory, read_history
+
+REPO = Path(__file__).resolve().parents[1]
+# 4 classes (chance 25%), 1,600 training images: ResNet-20 reaches ~80% in 200 steps.
+LEARN = ["data.spec=shapes:classes=4,train=1600,val=200", "epochs=4", "batch_size=32",
+         "optimizer.lr=0.05", "data.augment=none", "tensorboard=false", "verbose=0",
+         "checkpoint.save_freq=20"]
+# Just enough data to exercise the machinery.
+TINY = ["data.spec=shapes:classes=2,train=64,val=16", "batch_size=16", "data.augment=none",
+        "tensorboard=false", "verbose=2"]
+
+
+def _env():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from keras_resnet.training.fit import fit
+
+    run_dir = tmp_path_factory.mktemp("fit") / "run"
+    result = fit(None, output=run_dir, overrides=LEARN)
+    return result
+
+
+def test_fit_learns_shapes_well_above_chance(trained):
+    assert trained.stopped == "completed"
+    assert trained.metrics["val_accuracy"] >= 0.5          # chance is 0.25
+    assert trained.metrics["train_loss"] < trained.history[0]["loss"]
+
+
+def test_run_directory_is_complete(trained):
+    run = trained.run_dir
+    for name in ("config.yaml", "history.csv", "best.keras", "model.keras", "metrics.json",
+                 "curves.png", "checkpoints/last.keras",
+                 "checkpoints/backup/training_metadata.json"):
+        assert (run / name).is_file(), name
+    assert not [p for p in run.rglob(".*") if p.is_file()], "temporary files left behind"
+    rows = read_history(run / "history.csv")
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= rows[0].keys()
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epochs",
+                "wall_time_s", "images_per_second", "precision"):
+        assert key in metrics, key
+    assert metrics["epochs"] == 4 and metrics["val_accuracy"] == rows[-1]["val_accuracy"]
+    assert metrics["precision"] in ("float32", "mixed_bfloat16", "mixed_float16")
+    # The step-level backup also records each finished epoch.
+    backup = json.loads((run / "checkpoints/backup/training_metadata.json").read_text())
+    assert backup["epoch"] == 4
+
+    import yaml
+
+    from keras_resnet.models import read_metadata
+    from keras_resnet.training.config import validate
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert validate(saved) == trained.config and saved["epochs"] == 4
+    meta = read_metadata(run / "best.keras")
+    assert meta["class_names"] == ["circle", "square", "triangle", "cross"]
+    assert meta["arch"] == "resnet20" and meta["image_size"] == [32, 32]
+    assert meta["recipe"]["optimizer"]["lr"] == 0.05
+    assert meta["best"]["value"] == max(r["val_accuracy"] for r in rows)
+
+
+def test_model_loads_with_plain_keras_in_a_fresh_process(trained, tmp_path):
+    from keras_resnet.data import load_data
+    from keras_resnet.models import load_model
+
+    images, _ = load_data("shapes:classes=4,train=8,val=0").numpy("train")
+    np.save(tmp_path / "x.npy", images)
+    expected = load_model(trained.run_dir / "model.keras")(images.astype("float32")).numpy()
+    code = textwrap.dedent(f"""
+        import sys, numpy as np, keras
+        model = keras.models.load_model({str(trained.run_dir / 'model.keras')!r})
+        assert not any(m.startswith("keras_resnet") for m in sys.modules), "imported keras_resnet"
+        out = model.predict(np.load({str(tmp_path / 'x.npy')!r}).astype("float32"), verbose=0)
+        np.save({str(tmp_path / 'y.npy')!r}, out)
+        print(model.layers[-1].dtype_policy.name, model.compute_dtype)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(_env(), PYTHONPATH=""), cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "float32"   # saved as a float32 model
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
+
+
+def test_second_fit_into_the_same_directory_refuses(trained):
+    before = (trained.run_dir / "metrics.json").read_bytes()
+    result = CliRunner().invoke(cli, ["fit", "--output", str(trained.run_dir), *LEARN])
+    assert result.exit_code == 2
+    assert "is not empty; pass --resume" in result.output
+    assert (trained.run_dir / "metrics.json").read_bytes() == before
+
+
+def test_resume_of_a_finished_run_has_nothing_to_do(trained):
+    from keras_resnet.training.fit import fit
+
+    again = fit(None, output=trained.run_dir, resume=True)
+    assert again.stopped == "already_complete"
+    assert again.metrics["val_accuracy"] == trained.metrics["val_accuracy"]
+
+
+def test_plot_command_overlays_runs(trained, tmp_path):
+    out = tmp_path / "both.png"
+    result = CliRunner().invoke(cli, ["plot", str(trained.run_dir),
+                                      str(trained.run_dir / "history.csv"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+class PoisonWeights:
+    """A callback that turns one weight into NaN at the start of ``epoch``."""
+
+    def __new__(cls, epoch):
+        import keras
+
+        class _Poison(keras.callbacks.Callback):
+            def on_epoch_begin(self, current, logs=None):
+                if current == epoch:
+                    kernel = self.model.get_layer("stem_conv").kernel
+                    kernel.assign(np.full(kernel.shape, np.nan, "float32"))
+
+        return _Poison()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    import keras
+
+    from keras_resnet.models import read_metadata
+    from keras_resnet.training.fit import fit
+
+    result = fit(None, output=tmp_path / "nan", overrides=TINY + ["epochs=5", "verbose=0"],
+                 callbacks=[PoisonWeights(2)])
+    assert result.stopped == "nan" and not result.ok
+    assert result.metrics["nan_at"]["epoch"] == 2
+    assert [r["epoch"] for r in result.history] == [0, 1]
+    run = result.run_dir
+    assert read_metadata(run / "checkpoints/last.keras")["epoch"] == 2
+    backup = json.loads((run / "checkpoints/backup/training_metadata.json").read_text())
+    assert backup["epoch"] == 2                       # resume restarts from the good state
+    for name in ("checkpoints/last.keras", "best.keras", "model.keras"):
+        model = keras.models.load_model(run / name, compile=False)
+        assert all(np.isfinite(w).all() for w in model.get_weights()), name
+
+
+def test_kill_then_resume_continues_where_it_stopped(tmp_path):
+    run = tmp_path / "killed"
+    args = [sys.executable, "-m", "keras_resnet", "fit", "--output", str(run), "--epochs", "6",
+            "steps_per_epoch=4", *TINY]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=_env(), text=True)
+    deadline = time.time() + 240
+    try:
+        while RunDirectory(run).resume_epoch() < 2:       # two epochs backed up
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            assert time.time() < deadline, "no checkpointed epochs in time"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    backup = json.loads((run / "checkpoints/backup/training_metadata.json").read_text())
+    done_before = backup["epoch"]
+    assert 2 <= done_before < 6
+    rows_before = read_history(run / "history.csv")[:done_before]
+    assert not (run / "model.keras").exists()
+
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=_env(),
+                             timeout=240)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"Resuming at epoch {done_before + 1} of 6" in resumed.stdout
+    rows = read_history(run / "history.csv")
+    assert [r["epoch"] for r in rows] == list(range(6))
+    assert rows[:done_before] == rows_before           # earlier epochs kept, not retrained
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == done_before and metrics["epochs"] == 6
+    # The optimizer's step count was restored: the learning rate of every resumed epoch is
+    # the schedule's value after (epoch + 1) * 4 steps, not a restarted schedule's.
+    from keras_resnet.training.config import load_yaml
+    from keras_resnet.training.schedules import build_schedule, lr_at
+
+    config = load_yaml(run / "config.yaml")
+    schedule = build_schedule(config["schedule"], config["optimizer"]["lr"], 6, 4)
+    for row in rows:
+        assert math.isclose(row["learning_rate"], lr_at(schedule, (row["epoch"] + 1) * 4),
+                            rel_tol=1e-4, abs_tol=1e-9), row
+
+
+def test_config_errors_exit_2_with_one_line_each(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["fit", "--output", str(tmp_path / "a"), "epochs=0",
+                                 "optimizer.lr=fast", "schedule.name=linear"])
+    assert result.exit_code == 2
+    lines = [l for l in result.output.splitlines() if l.strip()]
+    assert len(lines) == 3 and all(l.startswith("Error: ") for l in lines)
+    result = runner.invoke(cli, ["fit", "--output", str(tmp_path / "b"), "optimizer.wd=1"])
+    assert result.exit_code == 2
+    assert result.output.strip() == "Error: optimizer.wd: unknown key"
+    result = runner.invoke(cli, ["fit", "--config", "nope", "--output", str(tmp_path / "c")])
+    assert result.exit_code == 2 and result.output.startswith("Error: no such config file")
+    result = runner.invoke(cli, ["fit", "--arch", "resnet21", "-o", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "unknown architecture 'resnet21'" in result.output
+    result = runner.invoke(cli, ["fit", "--output", str(tmp_path / "e"), "--resume"])
+    assert result.exit_code == 2 and "no config.yaml" in result.output
+    assert not any((tmp_path / n).exists() for n in "abcd")
+
+
+def test_fit_help_lists_the_options():
+    result = CliRunner().invoke(cli, ["fit", "--help"])
+    assert result.exit_code == 0
+    for option in ("--arch", "--data", "--config", "--epochs", "--batch-size", "--lr",
+                   "--precision", "--strategy", "--output", "--resume", "--seed",
+                   "--deterministic", "KEY=VALUE"):
+        assert option in result.output

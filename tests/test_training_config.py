@@ -1,0 +1,227 @@
+"""Config schema, recipes, overrides, schedules, optimizers, precision and strategy choice:
+the pieces of ``fit`` that need no training run."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import yaml
+
+from keras_resnet.training import config as C
+
+
+def test_default_recipe_file_lists_exactly_the_schema_defaults():
+    on_disk = yaml.safe_load((C.CONFIGS_DIR / "default.yaml").read_text())
+    assert C.validate(on_disk) == C.defaults()
+    assert C.flatten(on_disk).keys() == C.flatten(C.defaults()).keys()
+
+
+@pytest.mark.parametrize("name", C.list_recipes())
+def test_every_shipped_recipe_validates(name):
+    config = C.resolve_config(name)
+    assert config["epochs"] >= 1 and config["arch"]
+
+
+def test_recipe_he2016_is_the_paper_schedule_in_epochs():
+    config = C.resolve_config("cifar10_he2016")
+    assert config["optimizer"]["lr"] == 0.1 and config["batch_size"] == 128
+    # 64k iterations over 45,000 images in batches of 128 = 182 epochs; steps at 32k and 48k.
+    steps = math.ceil(45000 / 128)
+    assert round(64000 / steps) == config["epochs"]
+    assert [round(32000 / steps), round(48000 / steps)] == config["schedule"]["milestones"]
+
+
+def test_layers_recipe_then_dict_then_overrides():
+    config = C.resolve_config({"arch": "resnet56", "optimizer": {"lr": 0.3}},
+                              ["optimizer.lr=0.05", "epochs=3", "schedule.milestones=[1, 2]",
+                               "optimizer.weight_decay=5e-4", "data.image_size=40"])
+    assert config["arch"] == "resnet56"
+    assert config["optimizer"]["lr"] == 0.05            # override beats the dict
+    assert config["optimizer"]["weight_decay"] == 5e-4  # "5e-4" (a YAML string) coerced
+    assert config["schedule"]["milestones"] == [1.0, 2.0]
+    assert config["data"]["image_size"] == [40, 40]
+    assert config["optimizer"]["momentum"] == 0.9       # untouched default
+
+
+def test_dotted_keys_in_a_dict_and_flat_overrides_dict():
+    config = C.resolve_config({"optimizer.name": "adamw"}, {"label_smoothing": "0.1"})
+    assert config["optimizer"]["name"] == "adamw" and config["label_smoothing"] == 0.1
+
+
+def test_errors_are_one_line_each_and_all_reported():
+    with pytest.raises(C.ConfigError) as info:
+        C.resolve_config(None, ["epochs=0", "optimizer.lr=fast", "precision=half",
+                                "optimizer.momentum=1.5", "schedule.name=linear"])
+    errors = info.value.errors
+    assert len(errors) == 5
+    assert all("\n" not in e for e in errors)
+    assert any(e.startswith("epochs: must be at least 1") for e in errors)
+    assert any(e.startswith("optimizer.lr: expected a number, got 'fast'") for e in errors)
+    assert any(e.startswith("precision: must be one of auto, float32") for e in errors)
+    assert any(e.startswith("optimizer.momentum: must be at most") for e in errors)
+    assert any(e.startswith("schedule.name: must be one of") for e in errors)
+
+
+def test_unknown_keys_are_rejected_with_a_suggestion():
+    with pytest.raises(C.ConfigError) as info:
+        C.resolve_config({"optimizer": {"wd": 1e-4, "nesterow": True}, "epoch": 3, "lr": 0.1})
+    assert sorted(info.value.errors) == [
+        "epoch: unknown key (did you mean 'epochs'?)",
+        "lr: unknown key (did you mean 'optimizer.lr'?)",
+        "optimizer.nesterow: unknown key (did you mean 'optimizer.nesterov'?)",
+        "optimizer.wd: unknown key",
+    ]
+
+
+def test_relations_between_keys_are_checked():
+    with pytest.raises(C.ConfigError) as info:
+        C.resolve_config(None, ["epochs=10", "schedule.name=multistep",
+                                "schedule.milestones=[8, 4]", "arch=resnet21",
+                                "data.augment=cifar+sharpen"])
+    text = "\n".join(info.value.errors)
+    assert "schedule.milestones: must be strictly increasing" in text
+    assert "arch: unknown architecture 'resnet21'" in text
+    assert "data.augment:" in text and "sharpen" in text
+
+
+def test_bad_yaml_and_missing_recipe_give_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1,\n")
+    with pytest.raises(C.ConfigError) as info:
+        C.resolve_config(bad)
+    assert len(info.value.errors) == 1 and "not valid YAML" in info.value.errors[0]
+    with pytest.raises(FileNotFoundError, match="no such config file or recipe"):
+        C.resolve_config("no_such_recipe")
+
+
+def test_resume_allows_only_resumable_changes():
+    saved = C.resolve_config(None, ["epochs=5"])
+    assert C.resume_config(saved, None, ["epochs=8"])["epochs"] == 8
+    assert C.resume_config(saved, None, {"arch": "resnet20"})["arch"] == "resnet20"  # same
+    with pytest.raises(C.ConfigError, match="optimizer.lr: cannot change when resuming"):
+        C.resume_config(saved, None, ["optimizer.lr=0.01"])
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+def _lrs(schedule, steps):
+    from keras_resnet.training.schedules import lr_at
+
+    return np.array([lr_at(schedule, s) for s in steps])
+
+
+def test_multistep_with_warmup_exact_values():
+    from keras_resnet.training.schedules import build_schedule
+
+    section = dict(C.defaults()["schedule"], name="multistep", milestones=[2.0, 3.0],
+                   gamma=0.1, warmup_epochs=0.5)
+    schedule = build_schedule(section, lr=0.4, epochs=4, steps_per_epoch=10)
+    lrs = _lrs(schedule, [0, 4, 5, 19, 20, 29, 30, 39])
+    np.testing.assert_allclose(lrs, [0.08, 0.4, 0.4, 0.4, 0.04, 0.04, 0.004, 0.004],
+                               rtol=1e-5)
+
+
+def test_cosine_with_warmup_and_onecycle_shapes():
+    from keras_resnet.training.schedules import build_schedule
+
+    base = C.defaults()["schedule"]
+    cosine = build_schedule(dict(base, name="cosine", warmup_epochs=1.0, min_lr=0.01), 1.0,
+                            epochs=3, steps_per_epoch=10)
+    np.testing.assert_allclose(_lrs(cosine, [0, 5, 10, 20, 30]),
+                               [0.0, 0.5, 1.0, 0.505, 0.01], atol=1e-5)
+    onecycle = build_schedule(dict(base, name="onecycle", pct_start=0.25, div_factor=25,
+                                   final_div_factor=1e4), 0.2, epochs=4, steps_per_epoch=10)
+    np.testing.assert_allclose(_lrs(onecycle, [0, 10, 40]),
+                               [0.2 / 25, 0.2, 0.2 / 25 / 1e4], rtol=1e-4)
+    rising, falling = _lrs(onecycle, range(0, 11)), _lrs(onecycle, range(10, 41))
+    assert np.all(np.diff(rising) > 0) and np.all(np.diff(falling) < 0)
+
+
+# -- optimizers -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_decoupled_weight_decay_skips_batchnorm_and_bias(name):
+    import keras
+
+    from keras_resnet.training.optimizers import build_optimizer
+
+    inputs = keras.Input((4, 4, 3))
+    x = keras.layers.Conv2D(2, 3, use_bias=True, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    model = keras.Model(inputs, x)
+    section = dict(C.defaults()["optimizer"], name=name, weight_decay=0.5)
+    optimizer = build_optimizer(section, 0.1)
+    variables = model.trainable_variables
+    for v in variables:
+        v.assign(np.ones(v.shape, "float32"))
+    optimizer.apply_gradients([(np.zeros(v.shape, "float32"), v) for v in variables])
+    after = {v.path: float(np.asarray(v).ravel()[0]) for v in variables}
+    assert after["conv/kernel"] == pytest.approx(1 - 0.1 * 0.5)   # decayed
+    assert after["conv/bias"] == 1.0 and after["bn/gamma"] == 1.0 and after["bn/beta"] == 1.0
+
+
+def test_sgd_options_reach_keras():
+    from keras_resnet.training.optimizers import build_optimizer
+
+    section = dict(C.defaults()["optimizer"], momentum=0.8, nesterov=True, clip_norm=1.0,
+                   ema=True, ema_momentum=0.99)
+    optimizer = build_optimizer(section, 0.1)
+    assert (optimizer.momentum, optimizer.nesterov, optimizer.global_clipnorm) == (0.8, True, 1.0)
+    assert optimizer.use_ema and optimizer.ema_momentum == 0.99
+
+
+# -- precision and distribution ----------------------------------------------------------------
+
+def test_auto_precision_by_hardware():
+    from keras_resnet.training.precision import auto_precision, cpu_flags
+
+    assert auto_precision([(9, 0)], set())[0] == "mixed_bfloat16"
+    assert auto_precision([(7, 5)], set())[0] == "mixed_float16"
+    assert auto_precision([(6, 1)], set())[0] == "float32"
+    assert auto_precision([], {"avx512f", "avx512_bf16"})[0] == "mixed_bfloat16"
+    assert auto_precision([], {"amx_bf16"})[0] == "mixed_bfloat16"
+    assert auto_precision([], {"avx2"})[0] == "float32"
+    assert cpu_flags("processor: 0\nflags\t\t: fpu avx512_bf16 sse\n") == {"fpu", "avx512_bf16",
+                                                                          "sse"}
+
+
+def test_chief_from_tf_config():
+    from keras_resnet.training.distribute import cluster_size, task_is_chief
+
+    two = {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}
+    assert task_is_chief(two) and cluster_size(two) == 2
+    assert not task_is_chief(dict(two, task={"type": "worker", "index": 1}))
+    with_chief = {"cluster": {"chief": ["c:0"], "worker": ["a:1"]},
+                  "task": {"type": "worker", "index": 0}}
+    assert not task_is_chief(with_chief) and cluster_size(with_chief) == 2
+
+
+def test_fused_batchnorm_matches_keras_batchnorm():
+    import keras
+    import tensorflow as tf
+
+    from keras_resnet.models import create_model
+    from keras_resnet.training.fused_batchnorm import use_fused_batchnorm
+
+    keras.utils.set_random_seed(1)
+    plain = create_model("resnet20", num_classes=4, input_shape=(16, 16, 3))
+    fused = create_model("resnet20", num_classes=4, input_shape=(16, 16, 3))
+    fused.set_weights(plain.get_weights())
+    assert use_fused_batchnorm(fused) == 19
+    x = np.random.default_rng(0).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+    y = np.eye(4, dtype="float32")[np.arange(8) % 4]
+
+    def step(model):
+        with tf.GradientTape() as tape:
+            loss = keras.losses.categorical_crossentropy(y, model(x, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    for g_plain, g_fused in zip(step(plain), step(fused)):
+        np.testing.assert_allclose(g_fused, g_plain, rtol=2e-3, atol=2e-5)
+    for a, b in zip(plain.non_trainable_weights, fused.non_trainable_weights):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False), atol=1e-5)
+    # The saved layers are plain Keras BatchNormalization: nothing of the patch is serialised.
+    assert all(type(l).__name__ == "BatchNormalization" for l in fused.layers if "bn" in l.name)
+    assert fused.get_config() == plain.get_config()
