@@ -129,3 +129,20 @@ def test_zoo_architecture_with_generated_images_and_a_fixed_batch(tmp_path):
     images = np.random.default_rng(0).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)
     assert predictor.predict(images).shape == (6, 10)
     assert json.loads((tmp_path / "out" / "manifest.json").read_text()) == manifest
+
+
+def test_a_model_of_any_input_size_is_exported_at_a_fixed_size():
+    from keras_resnet.export.source import resolve_source
+    from keras_resnet.models import create_model
+
+    model = create_model("resnet20", input_shape=(None, None, 3))
+    with pytest.raises(ValueError, match="--image-size"):
+        resolve_source(model)
+    source = resolve_source(model, image_size=40)
+    assert source.model.input_shape == (None, 40, 40, 3) and source.image_size == (40, 40)
+    assert source.class_names == [str(i) for i in range(10)]
+    images = np.random.default_rng(0).uniform(0, 255, (2, 40, 40, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(source.model(images)), np.asarray(model(images)),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="does not match"):
+        resolve_source(source.model, image_size=32)

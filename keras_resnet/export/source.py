@@ -66,7 +66,7 @@ def as_float32(model):
 
 
 def _fixed_size(model, requested, fallback):
-    """The (H, W) the artifacts take: the model's own if fixed, else ``requested`` or ``fallback``."""
+    """The (H, W) of the artifacts: the model's own if fixed, else ``requested``/``fallback``."""
     height, width = model.input_shape[1:3]
     if height is not None and width is not None:
         if requested is not None and tuple(requested) != (height, width):
