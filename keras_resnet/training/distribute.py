@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
+_MIRRORED: dict = {}  # devices -> the process's MirroredStrategy over them
 
 
 def tf_config() -> dict:
@@ -86,7 +87,12 @@ def make_strategy(requested: str = "auto") -> Distribution:
         return Distribution(strategy, "none", 1, True, 0, "no distribution (one device)")
     if name == "mirrored":
         devices = _local_devices()
-        strategy = tf.distribute.MirroredStrategy(devices=devices)
+        # One per process: a second MirroredStrategy reuses the first one's collective keys,
+        # so a second fit in the same process (fine-tuning's phases, tuning trials) failed
+        # with "Shape mismatch in the collective instance".
+        if tuple(devices) not in _MIRRORED:
+            _MIRRORED[tuple(devices)] = tf.distribute.MirroredStrategy(devices=devices)
+        strategy = _MIRRORED[tuple(devices)]
         return Distribution(strategy, "mirrored", strategy.num_replicas_in_sync, True, 0,
                             f"MirroredStrategy over {len(devices)} local devices")
     if not config:
