@@ -9,10 +9,10 @@ import keras
 
 from keras_resnet.models import create_model, save_model
 from keras_resnet.training import freezing
-from keras_resnet.training.finetune import (
-    apply_lr_multipliers, backbone_variables, prepare_model, replace_head,
+from keras_resnet.training.freezing import apply_lr_multipliers, backbone_variables
+from keras_resnet.training.sources import (
+    parse_application_spec, prepare_model, rebuild, replace_head, resolve_source,
 )
-from keras_resnet.training.sources import parse_application_spec, rebuild, resolve_source
 
 
 def _images(n=16, size=32, seed=0):

@@ -14,8 +14,8 @@ itself holds what a run directory holds for the whole: ``config.yaml`` (the fit 
 a ``finetune`` section), ``history.csv`` (both phases, a ``phase`` column), ``best.keras``,
 ``model.keras``, ``metrics.json`` and ``curves.png``.
 
-Resolving SOURCE is ``keras_resnet.training.sources``, freezing by depth
-``keras_resnet.training.freezing``.
+Resolving SOURCE and fitting it with a new head is ``keras_resnet.training.sources``; freezing
+and per-depth learning rates by the zoo's layer names ``keras_resnet.training.freezing``.
 """
 from __future__ import annotations
 
@@ -30,9 +30,14 @@ import keras
 from keras_resnet.training import config as config_module
 from keras_resnet.training.config import Field as F
 from keras_resnet.training.freezing import (
-    FREEZE_CHOICES, HEAD_LAYERS, depth_lr_multipliers, freeze as freeze_model, part_of,
+    FREEZE_CHOICES, apply_lr_multipliers, depth_lr_multipliers, freeze as freeze_model,
 )
-from keras_resnet.training.sources import Pretrained, rebuild, resolve_source
+from keras_resnet.training.sources import (
+    Pretrained, prepare_model, replace_head, resolve_source, with_global_policy,
+)
+
+__all__ = ["InitFrom", "finetune", "prepare_model", "replace_head", "resolve_finetune_config",
+           "resolve_settings"]
 
 # The fine-tuning settings: the ``finetune`` section of a fine-tuning config.
 SETTINGS = {
@@ -54,106 +59,6 @@ SETTINGS = {
 FIT_DEFAULTS = {"epochs": 10, "optimizer": {"lr": 0.01}, "schedule": {"name": "cosine"}}
 WARMUP_EPOCHS, WARMUP_FRACTION = 1.0, 0.2
 PHASES = ("head", "finetune")
-
-
-def replace_head(model: keras.Model, num_classes: int, *, dropout: float | None = None,
-                 classifier_activation: str | None = "softmax") -> keras.Model:
-    """``model`` with a new, freshly initialised classifier for ``num_classes`` classes.
-
-    The backbone layers are shared with ``model`` (same weights, no copy). The head is built
-    as ``create_model`` builds it (``head_pool`` -> ``head_dropout`` -> float32
-    ``predictions`` -> ``probabilities``), so the result saves and reloads like any zoo model.
-    ``dropout=None`` keeps the source's head dropout rate.
-    """
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    names = [layer.name for layer in model.layers]
-    if "head_pool" in names:
-        features = model.get_layer("head_pool").output
-    else:
-        features = model.output
-        if len(features.shape) != 4:
-            raise ValueError(f"{model.name} has no head_pool layer and does not end in a "
-                             f"feature map: cannot attach a new head")
-        features = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
-    if dropout is None:
-        dropout = model.get_layer("head_dropout").rate if "head_dropout" in names else 0.0
-    x = features
-    if dropout > 0:
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    x = keras.layers.Dense(num_classes, dtype="float32", name="predictions")(x)
-    if classifier_activation is not None:
-        x = keras.layers.Activation(classifier_activation, dtype="float32",
-                                    name="probabilities")(x)
-    return keras.Model(model.input, x, name=model.name)
-
-
-def with_global_policy(model: keras.Model) -> keras.Model:
-    """``model`` under the global dtype policy (what ``fit`` set for the run's precision): a
-    loaded model keeps the float32 policy it was saved with, so it is rebuilt when they
-    differ."""
-    policy = keras.config.dtype_policy().name
-    if any(layer.dtype_policy.name != policy for layer in model.layers
-           if layer.name not in HEAD_LAYERS and layer.weights):
-        model = rebuild(model, dtype_policy=policy)
-    return model
-
-
-def prepare_model(source, num_classes: int, *, image_size=None, dropout: float | None = None,
-                  classifier_activation: str | None = "softmax") -> tuple[keras.Model, Pretrained]:
-    """The model to fine-tune: SOURCE's pretrained backbone at ``image_size`` under the global
-    dtype policy (set it first for mixed precision), with a new ``num_classes`` head.
-
-    Returns the model and the resolved source (its class names, architecture, recipe).
-    """
-    pretrained = resolve_source(source)
-    model = with_global_policy(pretrained.build(image_size))
-    return replace_head(model, num_classes, dropout=dropout,
-                        classifier_activation=classifier_activation), pretrained
-
-
-def apply_lr_multipliers(optimizer: keras.optimizers.Optimizer, variables, multipliers) -> None:
-    """Give each variable its own learning rate: ``multipliers[variable.path]`` times the
-    optimizer's (scheduled) rate. Keras 3 has no per-variable learning rate and ``fit`` takes
-    one optimizer, so this wraps the one place where an optimizer reads its rate,
-    ``update_step(gradient, variable, learning_rate)``, on this instance only: the optimizer's
-    config and saved state stay those of a plain Keras optimizer. Decoupled weight decay, which
-    Keras applies before the update with the full rate, is rescaled by the same factor.
-
-    Exact for every Keras optimizer (SGD, momentum, Adam, AdamW ...): each uses the
-    ``learning_rate`` it is given for the whole step.
-    """
-    by_key, decayed = {}, set()
-    for variable in variables:
-        factor = float(multipliers.get(variable.path, 1.0))
-        if factor != 1.0:
-            key = optimizer._var_key(variable)
-            by_key[key] = factor
-            if optimizer.weight_decay and optimizer._use_weight_decay(variable):
-                decayed.add(key)
-    if not by_key:
-        return
-    update_step = optimizer.update_step
-
-    def scaled_update_step(gradient, variable, learning_rate):
-        key = optimizer._var_key(variable)
-        factor = by_key.get(key)
-        if factor is None:
-            return update_step(gradient, variable, learning_rate)
-        if key in decayed:
-            # Keras already shrank the variable by (1 - wd * lr); make it (1 - wd * lr * f).
-            lr = keras.ops.cast(learning_rate, variable.dtype)
-            wd = keras.ops.cast(optimizer.weight_decay, variable.dtype)
-            variable.assign(variable * (1.0 - wd * lr * factor) / (1.0 - wd * lr))
-        return update_step(gradient, variable, learning_rate * factor)
-
-    optimizer.update_step = scaled_update_step
-
-
-def backbone_variables(model: keras.Model) -> list:
-    """Every weight of the backbone (trainable or not, BatchNorm statistics included)."""
-    return [w for layer in model.layers if part_of(layer.name) not in (None, "head")
-            for w in layer.weights]
 
 
 class InitFrom:
@@ -417,7 +322,10 @@ def _say(message: str, verbose: int) -> None:
 
 
 def _frozen_words(freeze: str) -> str:
-    return "the backbone frozen" if freeze == "backbone" else f"stem..{freeze} frozen"
+    if freeze in ("backbone", "stem"):
+        return f"the {freeze} frozen"
+    return f"the stem and stages 1-{freeze[5:]} frozen" if freeze != "stage1" else \
+        "the stem and stage 1 frozen"
 
 
 def _run_phase(phase_dir: Path, config: dict, resume: bool, **kwargs):

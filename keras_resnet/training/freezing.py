@@ -1,4 +1,4 @@
-"""Freezing a zoo ResNet by depth, and learning-rate multipliers per depth.
+"""Freezing a zoo ResNet by depth, and learning rates per depth.
 
 Both key on the zoo's stable layer names: ``stem_*``, ``stageN_blockM_*``, ``post_*`` (the
 final BatchNorm of pre-activation nets) form the backbone; ``head_pool``, ``head_dropout``,
@@ -97,3 +97,47 @@ def depth_lr_multipliers(model: keras.Model, decay: float) -> dict[str, float]:
         for variable in layer.trainable_weights:
             multipliers[variable.path] = factor
     return multipliers
+
+
+def apply_lr_multipliers(optimizer: keras.optimizers.Optimizer, variables, multipliers) -> None:
+    """Give each variable its own learning rate: ``multipliers[variable.path]`` times the
+    optimizer's (scheduled) rate. Keras 3 has no per-variable learning rate and ``fit`` takes
+    one optimizer, so this wraps the one place where an optimizer reads its rate,
+    ``update_step(gradient, variable, learning_rate)``, on this instance only: the optimizer's
+    config and saved state stay those of a plain Keras optimizer. Decoupled weight decay, which
+    Keras applies before the update with the full rate, is rescaled by the same factor.
+
+    Exact for every Keras optimizer (SGD, momentum, Adam, AdamW ...): each uses the
+    ``learning_rate`` it is given for the whole step.
+    """
+    by_key, decayed = {}, set()
+    for variable in variables:
+        factor = float(multipliers.get(variable.path, 1.0))
+        if factor != 1.0:
+            key = optimizer._var_key(variable)
+            by_key[key] = factor
+            if optimizer.weight_decay and optimizer._use_weight_decay(variable):
+                decayed.add(key)
+    if not by_key:
+        return
+    update_step = optimizer.update_step
+
+    def scaled_update_step(gradient, variable, learning_rate):
+        key = optimizer._var_key(variable)
+        factor = by_key.get(key)
+        if factor is None:
+            return update_step(gradient, variable, learning_rate)
+        if key in decayed:
+            # Keras already shrank the variable by (1 - wd * lr); make it (1 - wd * lr * f).
+            lr = keras.ops.cast(learning_rate, variable.dtype)
+            wd = keras.ops.cast(optimizer.weight_decay, variable.dtype)
+            variable.assign(variable * (1.0 - wd * lr * factor) / (1.0 - wd * lr))
+        return update_step(gradient, variable, learning_rate * factor)
+
+    optimizer.update_step = scaled_update_step
+
+
+def backbone_variables(model: keras.Model) -> list:
+    """Every weight of the backbone (trainable or not, BatchNorm statistics included)."""
+    return [w for layer in model.layers if part_of(layer.name) not in (None, "head")
+            for w in layer.weights]

@@ -12,8 +12,9 @@ A SOURCE is one of
   our layer names and takes raw 0-255 pixels;
 - in Python, also a ``keras.Model``: one of ours, or a ``keras.applications`` ResNet.
 
-``resolve_source`` only reads what is cheap (metadata, the fixed input size); ``build`` then
-makes the model at the image size the new data needs.
+``resolve_source`` only reads what is cheap (metadata); ``Pretrained.build`` then makes the
+network at the image size the new data needs, and ``prepare_model`` gives it a new head for the
+new classes under the run's precision.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from keras_resnet.models import (
     from_keras_application, load_keras_application, load_model, read_metadata,
 )
 from keras_resnet.models.keras_apps import LAYOUTS
+from keras_resnet.training.freezing import HEAD_LAYERS
 
 KERAS_PREFIX = "keras:"
 RANDOM_WEIGHTS = ("random", "none")
@@ -184,3 +186,59 @@ def rebuild(model: keras.Model, *, input_shape=None, dtype_policy=None) -> keras
                                     clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def replace_head(model: keras.Model, num_classes: int, *, dropout: float | None = None,
+                 classifier_activation: str | None = "softmax") -> keras.Model:
+    """``model`` with a new, freshly initialised classifier for ``num_classes`` classes.
+
+    The backbone layers are shared with ``model`` (same weights, no copy). The head is built
+    as ``create_model`` builds it (``head_pool`` -> ``head_dropout`` -> float32
+    ``predictions`` -> ``probabilities``), so the result saves and reloads like any zoo model.
+    ``dropout=None`` keeps the source's head dropout rate.
+    """
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    names = [layer.name for layer in model.layers]
+    if "head_pool" in names:
+        features = model.get_layer("head_pool").output
+    else:
+        features = model.output
+        if len(features.shape) != 4:
+            raise ValueError(f"{model.name} has no head_pool layer and does not end in a "
+                             f"feature map: cannot attach a new head")
+        features = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
+    if dropout is None:
+        dropout = model.get_layer("head_dropout").rate if "head_dropout" in names else 0.0
+    x = features
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    x = keras.layers.Dense(num_classes, dtype="float32", name="predictions")(x)
+    if classifier_activation is not None:
+        x = keras.layers.Activation(classifier_activation, dtype="float32",
+                                    name="probabilities")(x)
+    return keras.Model(model.input, x, name=model.name)
+
+
+def with_global_policy(model: keras.Model) -> keras.Model:
+    """``model`` under the global dtype policy (what ``fit`` set for the run's precision): a
+    loaded model keeps the float32 policy it was saved with, so it is rebuilt when they
+    differ."""
+    policy = keras.config.dtype_policy().name
+    if any(layer.dtype_policy.name != policy for layer in model.layers
+           if layer.name not in HEAD_LAYERS and layer.weights):
+        model = rebuild(model, dtype_policy=policy)
+    return model
+
+
+def prepare_model(source, num_classes: int, *, image_size=None, dropout: float | None = None,
+                  classifier_activation: str | None = "softmax") -> tuple[keras.Model, Pretrained]:
+    """The model to fine-tune: SOURCE's pretrained backbone at ``image_size`` under the global
+    dtype policy (set it first for mixed precision), with a new ``num_classes`` head.
+
+    Returns the model and the resolved source (its class names, architecture, recipe).
+    """
+    pretrained = resolve_source(source)
+    model = with_global_policy(pretrained.build(image_size))
+    return replace_head(model, num_classes, dropout=dropout,
+                        classifier_activation=classifier_activation), pretrained
