@@ -100,9 +100,44 @@ def make_strategy(requested: str = "auto") -> Distribution:
                          "worker; see docs/training.md")
     task = config.get("task", {})
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    patch_keras_multiworker_reduce()
     chief = task_is_chief(config)
     return Distribution(
         strategy, "multiworker", strategy.num_replicas_in_sync, chief, int(task.get("index", 0)),
         f"MultiWorkerMirroredStrategy, {cluster_size(config)} workers, this is "
         f"{task.get('type', 'worker')} {task.get('index', 0)}"
         + (" (chief)" if chief else ""))
+
+
+def patch_keras_multiworker_reduce() -> None:
+    """Make Keras 3's ``fit`` work under ``MultiWorkerMirroredStrategy``.
+
+    Keras 3.15 reduces each step's logs across workers with ``strategy.reduce("MEAN", v,
+    axis=0)``, which fails on the scalar loss and metrics ("Invalid reduction dimension 0 for
+    input with 0 dimensions", tensorflow/tensorflow#72388). Scalars are reduced with
+    ``axis=None`` instead (the mean over workers); every other case is Keras's own code.
+    Applied only when a multi-worker strategy is made.
+    """
+    from keras import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_keras_resnet_patch", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+                strategy):
+            import tensorflow as tf
+
+            def reduce_one(value):
+                local = strategy.experimental_local_results(value)[0] \
+                    if isinstance(value, tf.distribute.DistributedValues) else value
+                axis = None if local.shape.rank == 0 else 0
+                return strategy.reduce("MEAN", value, axis=axis)
+
+            return tree.map_structure(reduce_one, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._keras_resnet_patch = True
+    tf_trainer.reduce_per_replica = reduce_per_replica

@@ -122,8 +122,12 @@ def steps_per_epoch_of(config: dict, data) -> tuple[int, bool]:
     return int(cap), True
 
 
-def resolve_steps_per_execution(config: dict, steps_per_epoch: int) -> int:
+def resolve_steps_per_execution(config: dict, steps_per_epoch: int, distributed=False) -> int:
+    """Steps per compiled call. Under a tf.distribute strategy it is 1: Keras 3.15's
+    multi-step loop fails there ("You must feed a value for placeholder tensor")."""
     value = config["steps_per_execution"]
+    if distributed:
+        return 1
     if value == "auto":
         value = AUTO_STEPS_PER_EXECUTION
         save_freq = config["checkpoint"]["save_freq"]
@@ -132,7 +136,8 @@ def resolve_steps_per_execution(config: dict, steps_per_epoch: int) -> int:
     return max(1, min(int(value), steps_per_epoch))
 
 
-def compile_for_training(model, config: dict, steps_per_epoch: int, *, optimizer_hook=None):
+def compile_for_training(model, config: dict, steps_per_epoch: int, *, optimizer_hook=None,
+                         distributed: bool = False):
     """Compile ``model`` with the config's optimizer, schedule, loss and metrics.
 
     ``optimizer_hook(optimizer, model)`` runs before ``compile`` (fine-tuning uses it for
@@ -154,7 +159,8 @@ def compile_for_training(model, config: dict, steps_per_epoch: int, *, optimizer
     if model.output_shape[-1] >= 100:
         metrics.append(keras.metrics.TopKCategoricalAccuracy(5, name="top5_accuracy"))
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
-                  steps_per_execution=resolve_steps_per_execution(config, steps_per_epoch),
+                  steps_per_execution=resolve_steps_per_execution(config, steps_per_epoch,
+                                                                  distributed),
                   jit_compile=bool(config["jit_compile"]))
     return schedule
 
@@ -227,6 +233,35 @@ def _distribute_options(dataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def _fix_multiworker_build(model) -> None:
+    """Work around Keras 3.15 under ``MultiWorkerMirroredStrategy``.
+
+    Before training, Keras builds the metrics from a first batch that it MEAN-reduces across
+    replicas (``Trainer._maybe_symbolic_build``); the multi-worker strategy cannot reduce the
+    ``(images, labels)`` tuple and fails ("Attempt to convert a value (PerReplica...)").
+    Only shapes and dtypes matter for that build, so this instance takes the first local
+    replica's batch instead.
+    """
+    import tensorflow as tf
+
+    strategy = model.distribute_strategy
+
+    def local(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(local, next(it))
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = maybe_symbolic_build
 
 
 def _describe_data(data) -> str:
@@ -338,7 +373,10 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
             model = model(data)
         if config["fused_batchnorm"]:
             use_fused_batchnorm(model)
-        schedule = compile_for_training(model, config, steps, optimizer_hook=optimizer_hook)
+        schedule = compile_for_training(model, config, steps, optimizer_hook=optimizer_hook,
+                                        distributed=dist.name != "none")
+        if dist.name == "multiworker":
+            _fix_multiworker_build(model)
 
     arch = arch_name or config["arch"]
     meta = run_metadata(class_names=data.class_names, arch=arch, image_shape=data.image_shape,
