@@ -75,7 +75,7 @@ SCHEMA: dict = {
         "cutmix": F(0.0, "float", "cutmix alpha (0 = off)", minimum=0),
         "cache": F(True, "bool", "cache decoded images in memory"),
     },
-    "epochs": F(12, "int", "training epochs", minimum=1),
+    "epochs": F(10, "int", "training epochs", minimum=1),
     "batch_size": F(128, "int", "global batch size (all replicas together)", minimum=1),
     "steps_per_epoch": F(None, "int", "cap on training steps per epoch", minimum=1,
                          nullable=True),

@@ -114,12 +114,15 @@ def steps_per_epoch_of(config: dict, data) -> tuple[int, bool]:
     import tensorflow as tf
 
     batches = int(tf.data.experimental.cardinality(data.train))
-    if batches <= 0:
+    known = batches > 0
+    if not known:
+        # A file pipeline that may skip unreadable images: count from the examples, and
+        # repeat so an epoch is always that many steps (Keras would warn at every end).
         batches = max(1, math.ceil(data.num_examples["train"] / config["batch_size"]))
     cap = config.get("steps_per_epoch")
-    if cap is None or cap == batches:
+    if (cap is None or cap == batches) and known:
         return batches, False
-    return int(cap), True
+    return int(cap or batches), True
 
 
 def resolve_steps_per_execution(config: dict, steps_per_epoch: int, distributed=False) -> int:
@@ -264,6 +267,19 @@ def _fix_multiworker_build(model) -> None:
     model._maybe_symbolic_build = maybe_symbolic_build
 
 
+def _with_known_length(dataset, examples, batch_size):
+    """A dataset whose cardinality TensorFlow cannot know (a file pipeline that skips
+    unreadable images) made exactly ``ceil(examples / batch_size)`` batches long, so Keras
+    neither warns that it "ran out of data" nor reuses an exhausted iterator. Only when
+    files broke after the scan does it repeat a few images."""
+    import tensorflow as tf
+
+    if dataset is None or int(tf.data.experimental.cardinality(dataset)) > 0 or not examples:
+        return dataset
+    batches = max(1, math.ceil(examples / batch_size))
+    return dataset.repeat().take(batches).apply(tf.data.experimental.assert_cardinality(batches))
+
+
 def _describe_data(data) -> str:
     counts = " / ".join(f"{n} {split}" for split, n in data.num_examples.items() if n)
     h, w = data.image_shape[:2]
@@ -359,7 +375,8 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
     if data.train is None or not data.num_examples.get("train"):
         raise ValueError(f"{data.spec} has no training images")
     steps, repeat = steps_per_epoch_of(config, data)
-    train_ds, val_ds = data.train, data.val
+    train_ds, val_ds = data.train, _with_known_length(data.val, data.num_examples.get("val"),
+                                                      config["batch_size"])
     if repeat:
         train_ds = train_ds.repeat()
     if dist.name == "multiworker":

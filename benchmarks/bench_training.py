@@ -1,0 +1,143 @@
+"""Training throughput (images/s) at batch 128 on 32x32 images: the product's defaults against
+plain Keras, in one run.
+
+For ResNet-20 and ResNet-50 (zoo models, 8 classes) it measures:
+
+- ``product``: what ``keras-resnet fit`` does by default: the ``load_data`` pipeline (cached
+  ``shapes`` images, ``cifar`` augmentation, one-hot labels), precision ``auto``, TensorFlow's
+  fused BatchNorm, ``steps_per_execution`` auto, SGD with the default schedule;
+- ``naive``: the same model in float32 with ``model.compile(SGD, categorical_crossentropy)`` and
+  ``model.fit`` on NumPy arrays: what a Keras user writes first;
+
+and, as a second reference, ``keras.applications.ResNet50`` (weights=None) trained the naive
+way. It prints images/s (wall clock) and CPU-seconds per 1,000 images for each, and the
+product/naive ratios. The issue's target: product >= 2x naive float32 on this CPU.
+
+    python benchmarks/bench_training.py            # full: ~15 s timed per measurement
+    python benchmarks/bench_training.py --quick    # smoke run: a few steps each
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+BATCH = 128
+SIZE = 32
+CLASSES = 8   # the most the built-in shapes data has; the same for every model here
+
+
+def _timed_fit(model, fit_args: dict, steps: int, seconds: float) -> dict:
+    """Warm up (trace + a few steps), then time whole fit calls until ``seconds`` pass."""
+    model.fit(**fit_args, epochs=1, steps_per_epoch=min(steps, 4), verbose=0)
+    images, wall, cpu = 0, 0.0, 0.0
+    while images == 0 or wall < seconds:
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        model.fit(**fit_args, epochs=1, steps_per_epoch=steps, verbose=0)
+        wall += time.perf_counter() - start_wall
+        cpu += time.process_time() - start_cpu
+        images += steps * BATCH
+    return {"images_per_s": images / wall, "cpu_s_per_1k_images": 1000 * cpu / images,
+            "images": images}
+
+
+def measure_product(arch: str, steps: int, seconds: float) -> dict:
+    import keras
+
+    from keras_resnet.training.config import resolve_config
+    from keras_resnet.training.fit import (build_model, compile_for_training,
+                                           load_training_data)
+    from keras_resnet.training.fused_batchnorm import use_fused_batchnorm
+    from keras_resnet.training.precision import apply_precision, choose_precision
+
+    config = resolve_config(None, {"arch": arch, "batch_size": BATCH, "epochs": 1,
+                                   "data.spec": f"shapes:classes={CLASSES},train={BATCH * steps},"
+                                                "val=0",
+                                   "data.val_split": 0.0})
+    precision, _ = choose_precision(config["precision"])
+    apply_precision(precision)
+    data = load_training_data(config)
+    model = build_model(config, data)
+    use_fused_batchnorm(model)
+    compile_for_training(model, config, steps)
+    result = _timed_fit(model, {"x": data.train.repeat()}, steps, seconds)
+    keras.mixed_precision.set_global_policy("float32")
+    return dict(result, precision=precision)
+
+
+def _naive_arrays(steps: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (BATCH * steps, SIZE, SIZE, 3)).astype("float32")
+    y = np.eye(CLASSES, dtype="float32")[rng.integers(0, CLASSES, BATCH * steps)]
+    return x, y
+
+
+def measure_naive(model_fn, steps: int, seconds: float) -> dict:
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    model = model_fn()
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    x, y = _naive_arrays(steps)
+    return dict(_timed_fit(model, {"x": x, "y": y, "batch_size": BATCH}, steps, seconds),
+                precision="float32")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: a few steps each")
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="timed seconds per measurement (full run)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from keras_resnet.models import create_model
+
+    steps = 2 if args.quick else 12
+    seconds = 0.0 if args.quick else args.seconds
+    rows = {}
+    for arch in ("resnet20", "resnet50"):
+        rows[f"{arch} product"] = measure_product(arch, steps, seconds)
+        rows[f"{arch} naive"] = measure_naive(
+            lambda a=arch: create_model(a, num_classes=CLASSES, input_shape=(SIZE, SIZE, 3)),
+            steps, seconds)
+    rows["keras.applications.ResNet50 naive"] = measure_naive(
+        lambda: keras.applications.ResNet50(weights=None, input_shape=(SIZE, SIZE, 3),
+                                            classes=CLASSES),
+        steps, seconds)
+
+    print(f"\nTraining throughput, batch {BATCH}, {SIZE}x{SIZE}, {os.cpu_count()} CPUs"
+          + (" (QUICK: not a measurement)" if args.quick else ""))
+    print(f"{'':38} {'precision':>15} {'images/s':>9} {'CPU s/1k img':>13}")
+    for name, row in rows.items():
+        print(f"{name:38} {row['precision']:>15} {row['images_per_s']:9.0f} "
+              f"{row['cpu_s_per_1k_images']:13.2f}")
+    ratios = {}
+    for arch in ("resnet20", "resnet50"):
+        product, naive = rows[f"{arch} product"], rows[f"{arch} naive"]
+        ratios[arch] = {
+            "wall": product["images_per_s"] / naive["images_per_s"],
+            "cpu": naive["cpu_s_per_1k_images"] / product["cpu_s_per_1k_images"],
+        }
+        print(f"{arch}: product / naive float32 = {ratios[arch]['wall']:.2f}x images/s "
+              f"({ratios[arch]['cpu']:.2f}x per CPU-second)")
+    apps = rows["keras.applications.ResNet50 naive"]["images_per_s"]
+    print(f"resnet50 product / keras.applications.ResNet50 naive = "
+          f"{rows['resnet50 product']['images_per_s'] / apps:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "ratios": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
