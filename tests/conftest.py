@@ -31,6 +31,16 @@ def cifar_subset(dest: Path, per_class: int, classes=None, offset: int = 0) -> P
     return dest
 
 
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test():
+    """Tests that train under mixed precision must not change the models of later tests."""
+    yield
+    import keras
+
+    if keras.config.dtype_policy().name != "float32":
+        keras.config.set_dtype_policy("float32")
+
+
 @pytest.fixture(scope="session")
 def cifar_small(tmp_path_factory) -> Path:
     """20 real CIFAR-10 images of each of the 10 classes (200 images)."""

@@ -534,8 +534,11 @@ def tune(config=None, space=None, *, search: str = "random", trials: int | None 
     output.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output / "search.json", json.dumps(signature, indent=1, default=str))
 
+    import keras
+
     from keras_resnet.training.fit import resolve_verbose, setup_runtime
 
+    previous_policy = keras.config.dtype_policy()
     runtime = setup_runtime(recipe)
     if verbose is None:
         verbose = resolve_verbose(recipe)
@@ -586,6 +589,8 @@ def tune(config=None, space=None, *, search: str = "random", trials: int | None 
                            f"(trials.csv in {output})") from None
     finally:
         logging.getLogger("tensorflow").removeFilter(quiet)
+        # The precision is the search's, not the caller's: models built later are unaffected.
+        keras.config.set_dtype_policy(previous_policy)
     rows, best = report()
     best_values = {} if best is None else {name: best[name] for name in parsed.names}
     return TuneResult(
