@@ -46,7 +46,10 @@ def trained(tmp_path_factory):
 
 
 def test_fit_learns_shapes_well_above_chance(trained):
+    import keras
+
     assert trained.stopped == "completed"
+    assert keras.config.dtype_policy().name == "float32"   # the run's precision did not leak
     assert trained.metrics["val_accuracy"] >= 0.5          # chance is 0.25
     assert trained.metrics["train_loss"] < trained.history[0]["loss"]
 
@@ -207,6 +210,25 @@ def test_kill_then_resume_continues_where_it_stopped(tmp_path):
     for row in rows:
         assert math.isclose(row["learning_rate"], lr_at(schedule, (row["epoch"] + 1) * 4),
                             rel_tol=1e-4, abs_tol=1e-9), row
+
+
+def test_deterministic_runs_repeat_exactly(tmp_path):
+    """Two runs with the same seed and --deterministic (augmentation on) give the same
+    history, to the last bit."""
+    args = ["--deterministic", "--seed", "3", "--epochs", "2", *TINY, "data.augment=cifar",
+            "verbose=0"]
+    runs = [tmp_path / "a", tmp_path / "b"]
+    processes = [subprocess.Popen([sys.executable, "-m", "keras_resnet", "fit", "-o", str(run),
+                                   *args], env=_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for run in runs]
+    for process in processes:
+        out, err = process.communicate(timeout=240)
+        assert process.returncode == 0, err[-3000:]
+    histories = [read_history(run / "history.csv") for run in runs]
+    keys = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
+    assert [[r[k] for k in keys] for r in histories[0]] == \
+        [[r[k] for k in keys] for r in histories[1]]
+    assert len(histories[0]) == 2
 
 
 def test_config_errors_exit_2_with_one_line_each(tmp_path):

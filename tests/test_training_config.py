@@ -204,6 +204,7 @@ def test_fused_batchnorm_matches_keras_batchnorm():
     from keras_resnet.models import create_model
     from keras_resnet.training.fused_batchnorm import use_fused_batchnorm
 
+    keras.config.set_dtype_policy("float32")
     keras.utils.set_random_seed(1)
     plain = create_model("resnet20", num_classes=4, input_shape=(16, 16, 3))
     fused = create_model("resnet20", num_classes=4, input_shape=(16, 16, 3))

@@ -331,6 +331,9 @@ def fit(config=None, *, output=None, resume: bool = False, overrides=None, model
         output = output or default_output(config["arch"])
         RunDirectory(output).check_new()
 
+    import keras
+
+    previous_policy = keras.config.dtype_policy()
     runtime = setup_runtime(config)
     dist = runtime.distribution
     run = RunDirectory(output, scratch=not dist.is_chief, worker_index=dist.worker_index)
@@ -341,6 +344,8 @@ def fit(config=None, *, output=None, resume: bool = False, overrides=None, model
                     arch_name=arch_name)
     finally:
         run.cleanup()
+        # The precision is the run's, not the caller's: models built later are unaffected.
+        keras.config.set_dtype_policy(previous_policy)
 
 
 def _run(config, run, runtime, verbose, resume, started, *, model, data, callbacks,
