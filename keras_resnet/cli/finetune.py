@@ -28,7 +28,8 @@ STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 @click.option("--freeze", type=click.Choice(FREEZE_CHOICES),
               help="What stays frozen in phase 2: everything up to and including this part. "
                    "Default none.")
-@click.option("--lr", type=float, help="Phase 2 peak learning rate (after warm-up). Default 0.01.")
+@click.option("--lr", type=float,
+              help="Phase 2 peak learning rate (after warm-up). Default 0.02.")
 @click.option("--head-lr", type=float, help="Phase 1 learning rate. Default 0.05.")
 @click.option("--stage-lr-decay", type=click.FloatRange(0, 1, min_open=True),
               help="Phase 2: the last stage learns at lr*X, the one before at lr*X^2, ... "

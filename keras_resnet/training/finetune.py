@@ -55,8 +55,8 @@ SETTINGS = {
 }
 
 # Fit settings that differ for fine-tuning, laid over fit's defaults and under the user's:
-# a lower learning rate, cosine decay after a warm-up of min(1, epochs / 5) epochs.
-FIT_DEFAULTS = {"epochs": 10, "optimizer": {"lr": 0.01}, "schedule": {"name": "cosine"}}
+# a tenth of fit's learning rate, cosine decay after a warm-up of min(1, epochs / 5) epochs.
+FIT_DEFAULTS = {"epochs": 10, "optimizer": {"lr": 0.02}, "schedule": {"name": "cosine"}}
 WARMUP_EPOCHS, WARMUP_FRACTION = 1.0, 0.2
 PHASES = ("head", "finetune")
 
