@@ -395,8 +395,8 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
             model = model(data)
         if config["fused_batchnorm"]:
             use_fused_batchnorm(model)
-        schedule = compile_for_training(model, config, steps, optimizer_hook=optimizer_hook,
-                                        distributed=dist.name != "none")
+        compile_for_training(model, config, steps, optimizer_hook=optimizer_hook,
+                             distributed=dist.name != "none")
         if dist.name == "multiworker":
             _fix_multiworker_build(model)
 
