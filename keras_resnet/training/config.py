@@ -84,7 +84,7 @@ SCHEMA: dict = {
                          maximum=0.99),
     "optimizer": {
         "name": F("sgd", "str", "optimizer", choices=("sgd", "adamw")),
-        "lr": F(0.2, "float", "peak learning rate", minimum=0, exclusive=True),
+        "lr": F(0.1, "float", "peak learning rate", minimum=0, exclusive=True),
         "momentum": F(0.9, "float", "SGD momentum", minimum=0, maximum=0.999),
         "nesterov": F(True, "bool", "Nesterov momentum (SGD)"),
         "beta_1": F(0.9, "float", "AdamW beta_1", minimum=0, maximum=0.9999),
