@@ -135,28 +135,51 @@ def _from_application_spec(text: str) -> Pretrained:
 def _import_application(name: str, weights: str | None, input_shape) -> keras.Model:
     """A keras.applications network with ``weights``, imported into our layout.
 
-    The headless network (pooled features) is tried first: it takes any input size and is
-    what Keras downloads for ``"imagenet"``. A local file holding the full network's weights
-    (1000-class head included) does not fit it; the full network at ``input_shape`` is built
-    for that file instead, and its head is dropped later like any other.
+    The headless network (pooled features) takes any input size and is what Keras downloads
+    for ``"imagenet"``. A local file may instead hold the full network's weights (1000-class
+    head included, which is dropped later like any other head): the file's layer names say
+    which, and the other layout is still tried if loading fails.
     """
+    local = weights not in (None, "imagenet")
+    first_top = local and _holds_classifier(weights)
     try:
-        application = load_keras_application(name, weights=weights, include_top=False,
-                                              pooling="avg", input_shape=input_shape)
+        return _build_application(name, weights, input_shape, include_top=first_top)
     except RuntimeError as error:  # the download failed: one line for the command line
         raise ValueError(str(error)) from None
-    except ValueError as headless_error:
-        if weights in (None, "imagenet"):
+    except ValueError as first_error:
+        if not local:
             raise
-        if None in input_shape[:2]:
-            input_shape = (224, 224, 3)
         try:
-            application = load_keras_application(name, weights=weights, include_top=True,
-                                                  input_shape=input_shape)
+            return _build_application(name, weights, input_shape, include_top=not first_top)
         except ValueError:
             raise ValueError(f"{weights} does not hold {LAYOUTS[name][0]} weights "
-                             f"({str(headless_error).splitlines()[0]})") from None
+                             f"({str(first_error).splitlines()[0]})") from None
+
+
+def _build_application(name, weights, input_shape, *, include_top: bool) -> keras.Model:
+    if include_top:
+        # The full network has a fixed input size; ours takes the convolution weights at any.
+        shape = (224, 224, 3) if None in input_shape[:2] else input_shape
+        application = load_keras_application(name, weights=weights, include_top=True,
+                                              input_shape=shape)
+    else:
+        application = load_keras_application(name, weights=weights, include_top=False,
+                                              pooling="avg", input_shape=input_shape)
     return from_keras_application(application, input_shape=input_shape)
+
+
+def _holds_classifier(path) -> bool:
+    """Whether a weights file in the HDF5 layout of Keras's ImageNet files names a
+    ``predictions`` layer (``False`` when it cannot tell)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            names = handle.attrs.get("layer_names")
+            return names is not None and any(
+                (n.decode() if isinstance(n, bytes) else str(n)) == "predictions" for n in names)
+    except OSError:
+        return False
 
 
 def _layer_or_none(model, name):
