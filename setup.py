@@ -16,6 +16,7 @@ CORE = [
     "matplotlib>=3.7",
     "scikit-learn>=1.3",
     "keras-tuner>=1.4",
+    "tensorboard>=2.16",
     "tf2onnx>=1.16",
     "onnx>=1.15",
     "ai-edge-litert>=1.0",
