@@ -1,13 +1,12 @@
 """``keras-resnet finetune``: a thin click layer over ``keras_resnet.finetune``."""
 from __future__ import annotations
 
-import sys
-
 import click
 
+from keras_resnet.cli.recipe import (PRECISIONS, STRATEGIES, config_errors_exit, exit_if_nan,
+                                    overrides_from)
+
 FREEZE_CHOICES = ("none", "stem", "stage1", "stage2", "stage3", "stage4", "backbone")
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,8 +65,6 @@ def finetune(source, data_spec, recipe, epochs, head_epochs, freeze, lr, head_lr
           --image-size 224 --freeze stage2 --stage-lr-decay 0.5 -o runs/flowers
       keras-resnet finetune -o runs/mine --resume
     """
-    from keras_resnet.training.config import ConfigError, parse_overrides
-
     if not resume and not source:
         raise click.UsageError("--from SOURCE is required (a .keras file, a run directory "
                                "or keras:NAME)")
@@ -77,20 +74,12 @@ def finetune(source, data_spec, recipe, epochs, head_epochs, freeze, lr, head_lr
              "schedule.warmup_epochs": warmup_epochs, "batch_size": batch_size,
              "data.image_size": image_size, "precision": precision, "strategy": strategy,
              "seed": seed, "finetune.source": source}
-    merged = {key: value for key, value in flags.items() if value is not None}
-    try:
-        merged.update(parse_overrides(list(overrides)))
+    with config_errors_exit():
+        merged = overrides_from(flags, overrides)
         from keras_resnet.training.finetune import finetune as run_finetune
 
         result = run_finetune(config=recipe, output=output, resume=resume, overrides=merged)
-    except ConfigError as error:
-        for line in error.errors:
-            click.echo(f"Error: {line}", err=True)
-        sys.exit(2)
-    if not result.ok:
-        click.echo(f"Error: the loss became NaN; the run stopped and kept its last good "
-                   f"checkpoint in {result.run_dir}", err=True)
-        sys.exit(1)
+    exit_if_nan(result)
     best = result.metrics.get("best") or {}
     if best.get("value") is not None:
         click.echo(f"Best {best['monitor']} {best['value']:.4f} (phase {best['phase']}, epoch "

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from keras_resnet.cli.fit import PRECISIONS, STRATEGIES
+from keras_resnet.cli.recipe import config_errors_exit, overrides_from, recipe_options
 
 SEARCHES = ("random", "grid", "bayesian", "hyperband")
 
@@ -26,21 +26,7 @@ SEARCHES = ("random", "grid", "bayesian", "hyperband")
 @click.option("--output", "-o", type=click.Path(file_okay=False),
               help="Search directory [default: runs/tune-ARCH-SPACE]; the same command run "
                    "again continues the search in it.")
-@click.option("--arch", help="Zoo architecture (keras-resnet zoo list); default: the recipe's.")
-@click.option("--data", "data_spec", metavar="SPEC",
-              help="Dataset: a folder of class folders, an .npz, shapes[:options], cifar10, "
-                   "tfds:NAME; default: the recipe's.")
-@click.option("--config", "recipe", metavar="FILE|NAME",
-              help="Recipe to tune: a YAML file or a name in configs/; default: the "
-                   "quick-start recipe.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs of each trial.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Global batch size.")
-@click.option("--lr", type=float, help="Peak learning rate (when the space does not tune it).")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="Compute precision.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), help="tf.distribute strategy.")
-@click.option("--seed", type=click.IntRange(min=0), help="Random seed (search and trials).")
-@click.option("--deterministic", is_flag=True, default=None, help="Deterministic ops.")
-@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@recipe_options
 def tune(space, search, trials, folds, objective, output, arch, data_spec, recipe, epochs,
          batch_size, lr, precision, strategy, seed, deterministic, overrides):
     """Search a recipe's hyperparameters with keras-tuner and write trials.csv, trials.png and
@@ -54,14 +40,10 @@ def tune(space, search, trials, folds, objective, output, arch, data_spec, recip
       keras-resnet tune --config cifar10_resnet18 --data ../cifar10/train \\
           --space configs/spaces/grid_lr_batch.yaml --search grid --folds 3
     """
-    from keras_resnet.training.config import ConfigError, parse_overrides
-
-    flags = {"arch": arch, "data.spec": data_spec, "epochs": epochs, "batch_size": batch_size,
-             "optimizer.lr": lr, "precision": precision, "strategy": strategy, "seed": seed,
-             "deterministic": deterministic}
-    merged = {key: value for key, value in flags.items() if value is not None}
-    try:
-        merged.update(parse_overrides(list(overrides)))
+    flags = dict(arch=arch, data_spec=data_spec, epochs=epochs, batch_size=batch_size, lr=lr,
+                 precision=precision, strategy=strategy, seed=seed, deterministic=deterministic)
+    with config_errors_exit():
+        merged = overrides_from(flags, overrides)
         from keras_resnet.training.tune import TrialsFailed, tune as run_tune
 
         try:
@@ -70,10 +52,6 @@ def tune(space, search, trials, folds, objective, output, arch, data_spec, recip
         except TrialsFailed as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
-    except ConfigError as error:
-        for line in error.errors:
-            click.echo(f"Error: {line}", err=True)
-        sys.exit(2)
 
     done = sum(row["status"] == "completed" for row in result.trials)
     click.echo(f"Trials: {done} completed of {len(result.trials)} "
