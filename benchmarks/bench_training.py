@@ -5,7 +5,7 @@ For ResNet-20 and ResNet-50 (zoo models, 8 classes) it measures:
 
 - ``product``: what ``keras-resnet fit`` does by default: the ``load_data`` pipeline (cached
   ``shapes`` images, ``cifar`` augmentation, one-hot labels), precision ``auto``, TensorFlow's
-  fused BatchNorm, ``steps_per_execution`` auto, SGD with the default schedule;
+  fused BatchNorm, small convolutions as matrix multiplies, ``steps_per_execution`` auto, SGD with the default schedule;
 - ``naive``: the same model in float32 with ``model.compile(SGD, categorical_crossentropy)`` and
   ``model.fit`` on NumPy arrays: what a Keras user writes first;
 
@@ -53,8 +53,8 @@ def measure_product(arch: str, steps: int, seconds: float) -> dict:
     from keras_resnet.training.config import resolve_config
     from keras_resnet.training.fit import (build_model, compile_for_training,
                                            load_training_data)
-    from keras_resnet.training.fused_batchnorm import use_fused_batchnorm
     from keras_resnet.training.precision import apply_precision, choose_precision
+    from keras_resnet.training.speedups import apply_training_speedups
 
     config = resolve_config(None, {"arch": arch, "batch_size": BATCH, "epochs": 1,
                                    "data.spec": f"shapes:classes={CLASSES},train={BATCH * steps},"
@@ -64,7 +64,7 @@ def measure_product(arch: str, steps: int, seconds: float) -> dict:
     apply_precision(precision)
     data = load_training_data(config)
     model = build_model(config, data)
-    use_fused_batchnorm(model)
+    apply_training_speedups(model, config)
     compile_for_training(model, config, steps)
     result = _timed_fit(model, {"x": data.train.repeat()}, steps, seconds)
     keras.mixed_precision.set_global_policy("float32")

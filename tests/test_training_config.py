@@ -226,3 +226,54 @@ def test_fused_batchnorm_matches_keras_batchnorm():
     # The saved layers are plain Keras BatchNormalization: nothing of the patch is serialised.
     assert all(type(l).__name__ == "BatchNormalization" for l in fused.layers if "bn" in l.name)
     assert fused.get_config() == plain.get_config()
+
+
+@pytest.mark.parametrize("size, kernel, strides, padding", [
+    (1, 3, 1, "same"),    # a 3x3 kernel on a 1x1 map: only the centre tap sees the image
+    (2, 3, 2, "same"),    # ResNet-50 v1.5 stage-4 downsampling 3x3
+    (2, 1, 2, "valid"),   # a strided 1x1 shortcut
+    (2, 3, 1, "same"),
+    (3, 3, 2, "same"),
+])
+def test_small_conv_matmul_matches_conv2d(size, kernel, strides, padding):
+    import keras
+    import tensorflow as tf
+
+    from keras_resnet.training.small_convs import use_matmul_for_small_convs
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((size, size, 16))
+    outputs = keras.layers.Conv2D(8, kernel, strides=strides, padding=padding,
+                                  activation="relu")(inputs)
+    plain = keras.Model(inputs, outputs)
+    plain.layers[1].bias.assign(np.linspace(-1, 1, 8).astype("float32"))
+    fast = keras.Model.from_config(plain.get_config())
+    fast.set_weights(plain.get_weights())
+    assert use_matmul_for_small_convs(fast) == 1
+    x = tf.constant(np.random.default_rng(0).normal(size=(5, size, size, 16)).astype("float32"))
+
+    def forward_and_gradients(model):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(1.0, 9.0))
+        return y, tape.gradient(loss, [x] + model.trainable_variables)
+
+    y_plain, g_plain = forward_and_gradients(plain)
+    y_fast, g_fast = forward_and_gradients(fast)
+    np.testing.assert_allclose(y_fast, y_plain, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_fast, g_plain):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert fast.get_config() == plain.get_config()
+
+
+def test_small_conv_matmul_picks_only_tiny_outputs_of_resnet50_at_32px():
+    from keras_resnet.models import create_model
+    from keras_resnet.training.small_convs import use_matmul_for_small_convs
+
+    model = create_model("resnet50", num_classes=4, input_shape=(32, 32, 3))
+    # Stage 3 (2x2 maps, 6 blocks x 3 convs + shortcut) and stage 4 (1x1 maps, 3 x 3 +
+    # shortcut), less stage 3's first 1x1 conv, which still sees stage 2's 4x4 map.
+    assert use_matmul_for_small_convs(model) == (6 * 3 + 1 - 1) + (3 * 3 + 1)
+    assert use_matmul_for_small_convs(create_model("resnet20", num_classes=4,
+                                                   input_shape=(32, 32, 3))) == 0

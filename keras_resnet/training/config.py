@@ -124,6 +124,9 @@ SCHEMA: dict = {
                              minimum=1),
     "jit_compile": F(False, "bool", "XLA compilation (slower than oneDNN on CPU)"),
     "fused_batchnorm": F(True, "bool", "train BatchNorm with TensorFlow's fused kernel"),
+    "matmul_small_convs": F(True, "bool",
+                            "train convolutions with at most 2x2 output pixels as matrix "
+                            "multiplies"),
     "checkpoint": {
         "save_freq": F("epoch", "steps_or_epoch",
                        "backup for resume every epoch or every N steps", minimum=1),
@@ -146,7 +149,7 @@ SCHEMA: dict = {
 RESUMABLE_KEYS = ("epochs", "strategy", "verbose", "tensorboard", "steps_per_execution",
                   "jit_compile", "checkpoint.save_freq", "early_stopping.patience",
                   "early_stopping.monitor", "early_stopping.min_delta", "data.cache",
-                  "precision", "fused_batchnorm", "deterministic")
+                  "precision", "fused_batchnorm", "matmul_small_convs", "deterministic")
 
 
 class ConfigError(ValueError):

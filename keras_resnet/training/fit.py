@@ -354,7 +354,7 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
 
     from keras_resnet.training.checkpoints import run_metadata, save_run_model
     from keras_resnet.training.curves import plot_curves
-    from keras_resnet.training.fused_batchnorm import use_fused_batchnorm
+    from keras_resnet.training.speedups import apply_training_speedups
 
     dist = runtime.distribution
     _say(f"Run directory: {run.real}", verbose)
@@ -393,8 +393,7 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
             model = build_model(config, data)
         elif callable(model) and not isinstance(model, keras.Model):
             model = model(data)
-        if config["fused_batchnorm"]:
-            use_fused_batchnorm(model)
+        apply_training_speedups(model, config)
         compile_for_training(model, config, steps, optimizer_hook=optimizer_hook,
                              distributed=dist.name != "none")
         if dist.name == "multiworker":

@@ -46,7 +46,8 @@ NOT_TUNABLE = ("data.spec", "strategy", "precision", "deterministic", "verbose",
 # Recipe keys that may differ when a search is continued: they change speed or output, not
 # the scores the finished trials were given.
 MAY_CHANGE_ON_RESUME = ("verbose", "tensorboard", "strategy", "precision", "steps_per_execution",
-                        "jit_compile", "fused_batchnorm", "data.cache", "deterministic")
+                        "jit_compile", "fused_batchnorm", "matmul_small_convs", "data.cache",
+                        "deterministic")
 DATA_CACHE_SIZE = 2
 PROJECT = "tuner"
 
@@ -149,15 +150,14 @@ class RecipeHyperModel(kt.HyperModel):
 
         from keras_resnet.training.fit import (
             build_model, compile_for_training, steps_per_epoch_of)
-        from keras_resnet.training.fused_batchnorm import use_fused_batchnorm
+        from keras_resnet.training.speedups import apply_training_speedups
 
         if config.get("seed") is not None:
             # Every trial starts from the same seed, so trials differ by their values only.
             keras.utils.set_random_seed(int(config["seed"]))
         with self.runtime.strategy.scope():
             model = build_model(config, data)
-            if config["fused_batchnorm"]:
-                use_fused_batchnorm(model)
+            apply_training_speedups(model, config)
             compile_for_training(model, config, steps_per_epoch_of(config, data)[0])
         return model
 
