@@ -126,7 +126,7 @@ def main(argv=None):
     parser.add_argument("--arch", action="append",
                         help="architecture[=size] (repeatable; default resnet20=32 resnet50=224)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads for ONNX Runtime and LiteRT (default: their own)")
+                        help="threads for ONNX Runtime and LiteRT (default: all cores)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 

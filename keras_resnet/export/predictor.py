@@ -12,6 +12,7 @@ before it is loaded; a changed file is refused. ``.provider`` says where it runs
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,11 @@ class LiteRTPredictor(Predictor):
     def __init__(self, path, class_names=None, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
+        if num_threads is None:
+            # LiteRT's own default is one thread (ResNet-50 at 224: 81 ms against 42 ms on two
+            # cores); use every core this process may run on, as ONNX Runtime does.
+            num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else (os.cpu_count() or 1)
         try:
             self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
         except ValueError as error:
