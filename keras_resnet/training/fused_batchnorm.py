@@ -14,9 +14,9 @@ synchronisation, a non-last axis or a non-4D input keep Keras's own path.
 """
 from __future__ import annotations
 
-import types
-
 import keras
+
+from keras_resnet.training.layer_calls import swap_calls
 
 
 def _eligible(layer) -> bool:
@@ -64,18 +64,4 @@ def _fused_call(self, inputs, training=None, mask=None):
 def use_fused_batchnorm(model) -> int:
     """Route the model's eligible BatchNorm layers (nested models too) through the fused
     kernel; returns how many. Only on the TensorFlow backend; a no-op elsewhere."""
-    if keras.backend.backend() != "tensorflow":
-        return 0
-    count = 0
-    for layer in _all_layers(model):
-        if _eligible(layer) and "call" not in vars(layer):
-            object.__setattr__(layer, "call", types.MethodType(_fused_call, layer))
-            count += 1
-    return count
-
-
-def _all_layers(model):
-    for layer in getattr(model, "layers", []):
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+    return swap_calls(model, _eligible, _fused_call)

@@ -15,10 +15,9 @@ channels-first layout keep Keras's path.
 """
 from __future__ import annotations
 
-import types
-
 import keras
 
+from keras_resnet.training.layer_calls import swap_calls
 
 MAX_OUTPUT_PIXELS = 4   # 2x2 output maps and smaller
 
@@ -63,7 +62,7 @@ def _plan(layer) -> dict | None:
 def _matmul_call(self, inputs):
     import tensorflow as tf
 
-    plan = self._matmul_plan
+    plan = self._call_plan
     (out_h, out_w), (sh, sw) = plan["out"], plan["strides"]
     padded = tf.pad(inputs, plan["pads"]) if any(sum(p) for p in plan["pads"]) else inputs
     columns = [padded[:, i:i + (out_h - 1) * sh + 1:sh, j:j + (out_w - 1) * sw + 1:sw, :]
@@ -79,15 +78,7 @@ def _matmul_call(self, inputs):
 
 
 def use_matmul_for_small_convs(model) -> int:
-    """Route the model's ``Conv2D`` layers with at most ``MAX_OUTPUT_PIXELS`` output pixels
-    through a matrix multiply; returns how many. Only on the TensorFlow backend; a no-op elsewhere."""
-    if keras.backend.backend() != "tensorflow":
-        return 0
-    count = 0
-    for layer in getattr(model, "layers", []):
-        plan = _plan(layer)
-        if plan is not None and "call" not in vars(layer):
-            object.__setattr__(layer, "_matmul_plan", plan)
-            object.__setattr__(layer, "call", types.MethodType(_matmul_call, layer))
-            count += 1
-    return count
+    """Route the model's ``Conv2D`` layers (nested models too) with at most
+    ``MAX_OUTPUT_PIXELS`` output pixels through a matrix multiply; returns how many. Only on
+    the TensorFlow backend; a no-op elsewhere."""
+    return swap_calls(model, _plan, _matmul_call)
