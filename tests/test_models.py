@@ -27,6 +27,9 @@ TORCHVISION = {
 CIFAR_OPTION_A = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
                   "resnet56": 853_018, "resnet110": 1_727_962}
 OPTION_B_EXTRA = 2_752
+# Page's ResNet-9 (DAWNBench): 8 convs of 64-128-128-128-256-512-512-512 filters, BN, a
+# 512 -> 10 classifier: 6,563,520 conv + 4,480 BN + 5,130 dense weights.
+RESNET9_PARAMS = 6_573_130
 # timm's resnet50d and resnetv2_50 (25,576,264 and 25,549,352 parameters).
 TIMM = {"resnet50d": 25_576_264, "resnetv2_50": 25_549_352}
 
@@ -51,6 +54,17 @@ def test_cifar_resnets_match_he_et_al(name):
 @pytest.mark.parametrize("name", list(TIMM))
 def test_resnet_d_and_preactivation_match_timm(name):
     assert model_info(name, 224)["trainable_params"] == TIMM[name]
+
+
+def test_resnet9_matches_page():
+    model = create_model("resnet9")
+    assert count_trainable_params(model) == RESNET9_PARAMS
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [64, 128, 128, 128, 256, 512, 512, 512]
+    assert all(c.kernel_size == (3, 3) and c.strides == (1, 1) for c in convs)
+    pools = [l for l in model.layers if isinstance(l, keras.layers.MaxPooling2D)]
+    assert [p.name for p in pools] == [f"stage{s}_entry_pool" for s in (1, 2, 3)]
+    assert model_info("resnet9", 32)["depth"] == 9
 
 
 @pytest.mark.parametrize("ours, theirs, params", [
@@ -82,7 +96,8 @@ def test_output_shapes_with_and_without_top(name):
     spec = keras_resnet.get_spec(name)
     classes = spec.get("default_classes", 1000)
     channels = spec["widths"][-1] * (4 if spec["block"] == "bottleneck" else 1)
-    total_stride = (1 if spec["stem"] == "cifar" else 4) * 2 ** (len(spec["layers"]) - 1)
+    downsampling_stages = len(spec["layers"]) - (spec.get("stage_entry") != "conv_pool")
+    total_stride = (1 if spec["stem"] == "cifar" else 4) * 2 ** downsampling_stages
     with keras.StatelessScope():  # shapes only: skip initialising the weights
         without_top = create_model(name, include_top=False, pooling=None)
     for size in (32, 224):

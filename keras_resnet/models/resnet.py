@@ -60,7 +60,7 @@ class _Builder:
     # -- stem ----------------------------------------------------------------------------------
     def stem(self, x):
         kind, preact = self.spec["stem"], self.spec["preact"]
-        stem_width = self.width(self.spec["widths"][0])
+        stem_width = self.width(self.spec.get("stem_width", self.spec["widths"][0]))
         if kind == "deep":
             x = self.conv_bn_relu(x, self.width(32), 3, 2, "stem", "1")
             x = self.conv_bn_relu(x, self.width(32), 3, 1, "stem", "2")
@@ -145,7 +145,15 @@ class _Builder:
 
     def stages(self, x):
         spec = self.spec
+        conv_pool = spec.get("stage_entry", "block") == "conv_pool"
         for s, (blocks, filters) in enumerate(zip(spec["layers"], spec["widths"]), start=1):
+            if conv_pool:
+                # ResNet-9: conv + pool change the shape; the blocks that follow keep it.
+                x = self.conv_bn_relu(x, self.width(filters), 3, 1, f"stage{s}_entry")
+                x = layers.MaxPooling2D(2, name=f"stage{s}_entry_pool")(x)
+                for b in range(1, blocks + 1):
+                    x = self.block(x, self.width(filters), 1, f"stage{s}_block{b}")
+                continue
             stage_stride = 1 if s == 1 else 2
             if spec["downsample_block"] == "last":
                 # keras.applications V2: the last block of every stage but the final one strides.

@@ -6,7 +6,11 @@ are applied on top. Adding a variant (ResNet-200, a wide ResNet) is adding a row
 Row keys (see ``keras_resnet.models.resnet.build_resnet`` for their meaning):
 
 - ``block``: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1, 3x3, 1x1 with expansion 4).
-- ``layers``: residual blocks per stage; ``widths``: the base filters of each stage.
+- ``layers``: residual blocks per stage; ``widths``: the base filters of each stage;
+  ``stem_width`` (optional): the stem's filters when they differ from the first stage's.
+- ``stage_entry`` (optional): ``"block"`` (default: the first block of a stage downsamples) or
+  ``"conv_pool"`` (each stage opens with a 3x3 conv + BN + ReLU and a 2x2 max pool, and its
+  residual blocks keep the shape: ResNet-9).
 - ``stem``: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool), ``"deep"`` (three 3x3 convs + max pool,
   ResNet-C/D) or ``"cifar"`` (one 3x3 conv, no pooling).
 - ``shortcut``: how a block changes shape on its identity path: ``"projection"`` (1x1 conv + BN),
@@ -84,6 +88,11 @@ ZOO: dict[str, dict] = {
     # ImageNet ResNet-18/34 adapted to 32x32 inputs (3x3 stem, no max pool).
     "resnet18_cifar": dict(_SMALL_INPUT, block="basic", layers=(2, 2, 2, 2)),
     "resnet34_cifar": dict(_SMALL_INPUT, block="basic", layers=(3, 4, 6, 3)),
+    # ResNet-9 of Page (2018, "How to train your ResNet"), the DAWNBench CIFAR-10 network: few,
+    # wide layers that train to high accuracy in few epochs. The head is global average
+    # pooling like every other entry (Page's pools by max and scales the logits by 1/8).
+    "resnet9": dict(_SMALL_INPUT, block="basic", layers=(1, 0, 1), widths=(128, 256, 512),
+                    stem_width=64, stage_entry="conv_pool", family="resnet9"),
     # Exact layouts of keras.applications (v1: stride on the first 1x1, conv biases).
     "keras_resnet50": dict(_KERAS_V1, layers=(3, 4, 6, 3)),
     "keras_resnet101": dict(_KERAS_V1, layers=(3, 4, 23, 3)),
@@ -112,4 +121,5 @@ def get_spec(name: str) -> dict:
 def depth(spec: dict) -> int:
     """Weighted layer count as in the papers (convs on the main path + the classifier)."""
     convs_per_block = 2 if spec["block"] == "basic" else 3
-    return convs_per_block * sum(spec["layers"]) + 2
+    entry_convs = len(spec["layers"]) if spec.get("stage_entry") == "conv_pool" else 0
+    return convs_per_block * sum(spec["layers"]) + entry_convs + 2
