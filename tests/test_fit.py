@@ -110,6 +110,16 @@ def test_model_loads_with_plain_keras_in_a_fresh_process(trained, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
 
 
+def test_epochs_of_a_set_step_count_train_exactly_that_many_steps(tmp_path):
+    """With ``steps_per_epoch`` the data repeats, and Keras runs whole compiled calls: 10
+    steps an epoch at 8 steps per call would train 16. ``auto`` picks a divisor (5)."""
+    from keras_resnet.training.fit import fit
+
+    result = fit(None, output=tmp_path / "run",
+                 overrides=[*TINY, "epochs=2", "steps_per_epoch=10", "verbose=0"])
+    assert int(result.model.optimizer.iterations) == 2 * 10
+
+
 def test_second_fit_into_the_same_directory_refuses(trained):
     before = (trained.run_dir / "metrics.json").read_bytes()
     result = CliRunner().invoke(cli, ["fit", "--output", str(trained.run_dir), *LEARN])

@@ -277,3 +277,22 @@ def test_small_conv_matmul_picks_only_tiny_outputs_of_resnet50_at_32px():
     assert use_matmul_for_small_convs(model) == (6 * 3 + 1 - 1) + (3 * 3 + 1)
     assert use_matmul_for_small_convs(create_model("resnet20", num_classes=4,
                                                    input_shape=(32, 32, 3))) == 0
+
+
+@pytest.mark.parametrize("asked, save_freq, steps_per_epoch, expected", [
+    ("auto", "epoch", 352, 8),   # CIFAR-10 at batch 128: 8 divides 352
+    ("auto", "epoch", 50, 5),    # 8 would make Keras train 56 steps an epoch
+    ("auto", 20, 50, 5),         # and divide the step-level backup frequency
+    ("auto", 100, 352, 4),
+    ("auto", "epoch", 13, 1),
+    (16, "epoch", 40, 10),
+    (3, "epoch", 2, 2),
+])
+def test_steps_per_execution_divides_the_epoch(asked, save_freq, steps_per_epoch, expected):
+    from keras_resnet.training.fit import resolve_steps_per_execution
+
+    config = {"steps_per_execution": asked, "checkpoint": {"save_freq": save_freq}}
+    chosen = resolve_steps_per_execution(config, steps_per_epoch)
+    assert chosen == expected
+    assert steps_per_epoch % chosen == 0
+    assert resolve_steps_per_execution(config, steps_per_epoch, distributed=True) == 1

@@ -126,17 +126,24 @@ def steps_per_epoch_of(config: dict, data) -> tuple[int, bool]:
 
 
 def resolve_steps_per_execution(config: dict, steps_per_epoch: int, distributed=False) -> int:
-    """Steps per compiled call. Under a tf.distribute strategy it is 1: Keras 3.15's
-    multi-step loop fails there ("You must feed a value for placeholder tensor")."""
-    value = config["steps_per_execution"]
+    """Steps per compiled call: the config's value (``auto``: 8), lowered to the largest number
+    that divides the steps of an epoch and an integer ``checkpoint.save_freq``.
+
+    Keras 3.15 runs whole calls only: with 50 steps per epoch and 8 per call it trains 56 steps
+    an epoch, so epochs, the learning-rate schedule and step-level backups would all drift.
+    Under a tf.distribute strategy it is 1: Keras 3.15's multi-step loop fails there ("You must
+    feed a value for placeholder tensor").
+    """
     if distributed:
         return 1
-    if value == "auto":
-        value = AUTO_STEPS_PER_EXECUTION
-        save_freq = config["checkpoint"]["save_freq"]
-        if isinstance(save_freq, int):
-            value = math.gcd(value, save_freq)
-    return max(1, min(int(value), steps_per_epoch))
+    value = config["steps_per_execution"]
+    wanted = AUTO_STEPS_PER_EXECUTION if value == "auto" else int(value)
+    must_divide = [steps_per_epoch]
+    save_freq = config["checkpoint"]["save_freq"]
+    if isinstance(save_freq, int) and not isinstance(save_freq, bool):
+        must_divide.append(save_freq)
+    return max(d for d in range(1, max(1, min(wanted, steps_per_epoch)) + 1)
+               if all(n % d == 0 for n in must_divide))
 
 
 def compile_for_training(model, config: dict, steps_per_epoch: int, *, optimizer_hook=None,
