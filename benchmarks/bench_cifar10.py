@@ -93,10 +93,16 @@ def main(argv=None):
     total = time.perf_counter() - started
     run = Path(result.run_dir)
 
+    from keras_resnet.data import load_data
     from keras_resnet.evaluation import evaluate
 
-    scored = {tta: evaluate(run / "model.keras", overrides["data.spec"], split="val", tta=tta,
-                            batch_size=256, val_split=0.1)["accuracy"]
+    # The held-out images, decoded once for both scorings (the split evaluate would make).
+    held_out = load_data(overrides["data.spec"], batch_size=256,
+                         image_size=tuple(result.model.input_shape[1:3]), val_split=0.1,
+                         augment=None, cache=False)
+    images, labels = held_out.numpy("val")
+    scored = {tta: evaluate(run / "model.keras", (images, labels, held_out.class_names),
+                            tta=tta, batch_size=256)["accuracy"]
               for tta in ("none", "flip")}
 
     reached = {}

@@ -5,7 +5,8 @@ For ResNet-20 and ResNet-50 (zoo models, 8 classes) it measures:
 
 - ``product``: what ``keras-resnet fit`` does by default: the ``load_data`` pipeline (cached
   ``shapes`` images, ``cifar`` augmentation, one-hot labels), precision ``auto``, TensorFlow's
-  fused BatchNorm, small convolutions as matrix multiplies, ``steps_per_execution`` auto, SGD with the default schedule;
+  fused BatchNorm, small convolutions as matrix multiplies, ``steps_per_execution`` auto, SGD
+  with the default schedule;
 - ``naive``: the same model in float32 with ``model.compile(SGD, categorical_crossentropy)`` and
   ``model.fit`` on NumPy arrays: what a Keras user writes first;
 

@@ -138,12 +138,10 @@ def resolve_steps_per_execution(config: dict, steps_per_epoch: int, distributed=
         return 1
     value = config["steps_per_execution"]
     wanted = AUTO_STEPS_PER_EXECUTION if value == "auto" else int(value)
-    must_divide = [steps_per_epoch]
     save_freq = config["checkpoint"]["save_freq"]
-    if isinstance(save_freq, int) and not isinstance(save_freq, bool):
-        must_divide.append(save_freq)
-    return max(d for d in range(1, max(1, min(wanted, steps_per_epoch)) + 1)
-               if all(n % d == 0 for n in must_divide))
+    # The steps per call must divide both, so they divide their greatest common divisor.
+    common = math.gcd(steps_per_epoch, save_freq if isinstance(save_freq, int) else 0)
+    return max(d for d in range(1, min(wanted, common) + 1) if common % d == 0)
 
 
 def compile_for_training(model, config: dict, steps_per_epoch: int, *, optimizer_hook=None,
