@@ -8,6 +8,7 @@ from keras_resnet.models.zoo import get_spec
 
 POOLINGS = ("avg", "max")
 SHORTCUTS = ("projection", "avgpool", "zeropad")
+STEMS = ("imagenet", "deep", "cifar", "whitening")
 CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", None)
 
 
@@ -34,6 +35,7 @@ def create_model(
     drop_path_rate: float = 0.0,
     width_multiplier: float = 1.0,
     shortcut: str | None = None,
+    stem: str | None = None,
     classifier_activation: str | None = "softmax",
     mean=None,
     std=None,
@@ -56,6 +58,10 @@ def create_model(
         width_multiplier: scales the width of every stage.
         shortcut: override the spec's shortcut, e.g. ``"projection"`` for option B of the CIFAR
             ResNets.
+        stem: override the spec's stem: ``"imagenet"``, ``"deep"``, ``"cifar"`` or
+            ``"whitening"`` (a frozen 2x2 patch-whitening conv, then BN and ReLU; set its
+            filters from data with ``keras_resnet.models.whitening.init_patch_whitening``,
+            which ``fit`` does).
         classifier_activation: ``"softmax"`` (probabilities), ``None`` (logits) or ``"sigmoid"``.
         mean, std: per-channel normalisation baked into the model, on the 0-1 scale; the
             default is the spec's (ImageNet or CIFAR-10 statistics). The model takes 0-255 pixels.
@@ -81,6 +87,12 @@ def create_model(
     if shortcut is not None:
         _check(shortcut in SHORTCUTS, f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
         spec["shortcut"] = shortcut
+    if stem is not None:
+        _check(stem in STEMS, f"stem must be one of {STEMS}, got {stem!r}")
+        spec["stem"] = stem
+    _check(not (spec["stem"] == "whitening" and spec["shortcut"] == "zeropad"),
+           "the whitening stem gives 24 channels, which zero-padding shortcuts cannot adapt; "
+           "add shortcut='projection'")
     _check(classifier_activation in CLASSIFIER_ACTIVATIONS,
            f"classifier_activation must be one of {CLASSIFIER_ACTIVATIONS}, "
            f"got {classifier_activation!r}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from keras_resnet.models.whitening import PATCH_SIZE, WHITENING_FILTERS, WHITENING_LAYER
+
 BOTTLENECK_EXPANSION = 4
 
 
@@ -61,7 +63,13 @@ class _Builder:
     def stem(self, x):
         kind, preact = self.spec["stem"], self.spec["preact"]
         stem_width = self.width(self.spec.get("stem_width", self.spec["widths"][0]))
-        if kind == "deep":
+        if kind == "whitening":
+            # Frozen 2x2 patch-whitening filters (set from data by init_patch_whitening).
+            x = layers.Conv2D(WHITENING_FILTERS, PATCH_SIZE, padding="valid", use_bias=False,
+                              trainable=False, name=WHITENING_LAYER)(x)
+            x = self.bn(x, "stem_bn")
+            x = layers.ReLU(name="stem_relu")(x)
+        elif kind == "deep":
             x = self.conv_bn_relu(x, self.width(32), 3, 2, "stem", "1")
             x = self.conv_bn_relu(x, self.width(32), 3, 1, "stem", "2")
             x = self.conv_bn_relu(x, stem_width, 3, 1, "stem", "3")

@@ -12,7 +12,8 @@ Row keys (see ``keras_resnet.models.resnet.build_resnet`` for their meaning):
   ``"conv_pool"`` (each stage opens with a 3x3 conv + BN + ReLU and a 2x2 max pool, and its
   residual blocks keep the shape: ResNet-9).
 - ``stem``: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool), ``"deep"`` (three 3x3 convs + max pool,
-  ResNet-C/D) or ``"cifar"`` (one 3x3 conv, no pooling).
+  ResNet-C/D), ``"cifar"`` (one 3x3 conv, no pooling) or ``"whitening"`` (a frozen 2x2
+  patch-whitening conv initialised from data: ``keras_resnet.models.whitening``).
 - ``shortcut``: how a block changes shape on its identity path: ``"projection"`` (1x1 conv + BN),
   ``"avgpool"`` (2x2 average pool, then 1x1 conv + BN: ResNet-D) or ``"zeropad"`` (subsample and
   zero-pad the channels: option A of He et al. 2016).

@@ -62,6 +62,9 @@ SCHEMA: dict = {
         "zero_init_residual": F(False, "bool", "start every residual branch at zero"),
         "shortcut": F(None, "str", "override the zoo entry's shortcut",
                       choices=("projection", "avgpool", "zeropad"), nullable=True),
+        "stem": F(None, "str", "override the zoo entry's stem (whitening: frozen 2x2 "
+                  "patch-whitening filters fitted to the training images)",
+                  choices=("imagenet", "deep", "cifar", "whitening"), nullable=True),
     },
     "data": {
         "spec": F("shapes", "str", "dataset (see keras-resnet data --help)"),

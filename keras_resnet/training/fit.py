@@ -101,6 +101,18 @@ def build_model(config: dict, data):
                         input_shape=tuple(data.image_shape), **options)
 
 
+def _init_data_dependent_layers(model, data, verbose) -> None:
+    """Fit a patch-whitening stem, if the model has one, to un-augmented training images."""
+    from keras_resnet.models.whitening import (init_patch_whitening, sample_images,
+                                               whitening_layer)
+
+    if whitening_layer(model) is None:
+        return
+    images = sample_images(data.dataset("train", training=False))
+    init_patch_whitening(model, images)
+    _say(f"Patch whitening: stem filters fitted to {len(images):,} training images", verbose)
+
+
 def outputs_probabilities(model) -> bool:
     """Whether the model ends in a softmax (else the loss takes logits)."""
     last = model.layers[-1]
@@ -396,6 +408,9 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
     with dist.strategy.scope():
         if model is None:
             model = build_model(config, data)
+            # Also on resume: a run killed before its first backup has nothing to restore.
+            # (A model passed in, as fine-tuning does, keeps its own filters.)
+            _init_data_dependent_layers(model, data, verbose)
         elif callable(model) and not isinstance(model, keras.Model):
             model = model(data)
         apply_training_speedups(model, config)

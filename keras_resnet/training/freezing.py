@@ -15,6 +15,8 @@ import re
 
 import keras
 
+from keras_resnet.models.whitening import WHITENING_LAYER
+
 FREEZE_CHOICES = ("none", "stem", "stage1", "stage2", "stage3", "stage4", "backbone")
 HEAD_LAYERS = ("head_pool", "head_dropout", "predictions", "probabilities")
 UNWEIGHTED_INPUT_LAYERS = ("images", "preprocess")
@@ -76,7 +78,8 @@ def freeze(model: keras.Model, freeze: str) -> list[str]:
     frozen = set(frozen_parts(model, freeze))
     model.trainable = True
     for layer in model.layers:
-        layer.trainable = part_of(layer.name) not in frozen
+        # The patch-whitening stem is fixed by design and stays frozen.
+        layer.trainable = part_of(layer.name) not in frozen and layer.name != WHITENING_LAYER
     return [p for p in backbone_parts(model) if p in frozen]
 
 
