@@ -207,6 +207,31 @@ def test_tta_flip_averages_image_and_mirror():
         evaluate(predictor, (images, np.array(LABELS)), tta="rotate")
 
 
+def test_tta_flip_translate_weights_the_shifted_mirror_pairs():
+    """Each view's mean pixel picks its own probabilities, so the weighted mean is checkable."""
+    images = np.random.default_rng(0).uniform(0, 255, (4, 6, 6, 3)).astype(np.float32)
+
+    class PixelPredictor:
+        def predict(self, batch, batch_size=None, verbose=0):
+            # probabilities: softmax of a fixed function of the batch's pixels
+            logits = np.stack([batch[:, 0, 0, 0], batch[:, -1, -1, 1], batch[:, 0, -1, 2]], 1)
+            e = np.exp((logits - logits.max(1, keepdims=True)) / 50)
+            return e / e.sum(1, keepdims=True)
+
+    predictor = PixelPredictor()
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    down_right, up_left = padded[:, :6, :6], padded[:, 2:, 2:]
+
+    def pair(x):
+        return predictor.predict(x) + predictor.predict(x[:, :, ::-1])
+
+    expected = pair(images) / 4 + pair(down_right) / 8 + pair(up_left) / 8
+    np.testing.assert_allclose(predict_with_tta(predictor, images, "flip-translate"), expected,
+                               rtol=1e-6)
+    assert not np.allclose(expected, pair(images) / 2, rtol=1e-3)   # the shifts matter
+    assert down_right[0, 1, 1, 0] == images[0, 0, 0, 0]   # moved one pixel down-right
+
+
 def test_classes_are_matched_by_name():
     # The model lists its classes in another order; the data holds two of its three classes.
     model_classes = ["bird", "cat", "dog"]

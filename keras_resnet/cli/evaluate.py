@@ -16,7 +16,8 @@ from keras_resnet.evaluation.ensemble import tta_names
               help="Which images to evaluate on; 'all' takes every image of the source "
                    "(a held-out folder without split subfolders).")
 @click.option("--tta", type=click.Choice(tta_names()), default="none", show_default=True,
-              help="Test-time augmentation: 'flip' averages each image and its mirror.")
+              help="Test-time augmentation: 'flip' averages each image and its mirror; "
+                   "'flip-translate' adds the mirror pairs shifted one pixel each way.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write the report as JSON here (the confusion matrix PNG goes next to it).")
 @click.option("--confusion-png", type=click.Path(dir_okay=False), default=None,

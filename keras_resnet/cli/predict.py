@@ -49,7 +49,8 @@ def format_csv(results, k: int) -> str:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
 @click.option("--tta", type=click.Choice(tta_names()), default="none", show_default=True,
-              help="Test-time augmentation: 'flip' averages each image and its mirror.")
+              help="Test-time augmentation: 'flip' averages each image and its mirror; "
+                   "'flip-translate' adds the mirror pairs shifted one pixel each way.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 def predict(model, paths, top_k, fmt, tta, batch_size):
     """Top-k class names and probabilities for each image, using the model's saved class names.

@@ -224,7 +224,8 @@ def evaluate(models, data, split: str = "val", tta=None, *, batch_size: int = 64
     list of them. ``data``: a dataset spec for ``keras_resnet.data.load_data`` (images are
     resized to each model's input size), an ``ImageData``, or ``(images, labels[, class_names])``
     arrays. ``split``: ``val``, ``test``, ``train`` or ``all`` (every image of the source).
-    ``tta``: ``None`` or ``"flip"`` (average of the image and its mirror).
+    ``tta``: ``None``, ``"flip"`` (average of the image and its mirror) or ``"flip-translate"``
+    (also the mirror pairs of the image shifted one pixel each way; airbench's TTA).
 
     Returns the report dict: ``accuracy``, ``top5_accuracy``, ``loss``, ``macro_f1``,
     ``weighted_f1``, ``per_class``, ``confusion_matrix``, ``classes``, ``num_images``, with the

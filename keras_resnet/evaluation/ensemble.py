@@ -8,10 +8,31 @@ from __future__ import annotations
 
 import numpy as np
 
-# TTA name -> the views averaged (functions of an NHWC batch)
+
+def _mirror(images):
+    return images[:, :, ::-1, :]
+
+
+def _translate(images, dy, dx):
+    """Shift by ``(dy, dx)`` pixels (at most 1), reflecting at the borders."""
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    height, width = images.shape[1:3]
+    return padded[:, 1 - dy:1 - dy + height, 1 - dx:1 - dx + width, :]
+
+
+# TTA name -> (view, weight) pairs: the views (functions of an NHWC batch) whose probabilities
+# are averaged with those weights. "flip-translate" is airbench's (Jordan 2024): the flip pair
+# at weight 1/2, and the flip pairs of the image moved one pixel down-right and up-left at 1/4.
 TTA_VIEWS = {
-    "none": (lambda images: images,),
-    "flip": (lambda images: images, lambda images: images[:, :, ::-1, :]),
+    "none": ((lambda images: images, 1.0),),
+    "flip": ((lambda images: images, 0.5), (_mirror, 0.5)),
+    "flip-translate": (
+        (lambda images: images, 0.25), (_mirror, 0.25),
+        (lambda images: _translate(images, 1, 1), 0.125),
+        (lambda images: _mirror(_translate(images, 1, 1)), 0.125),
+        (lambda images: _translate(images, -1, -1), 0.125),
+        (lambda images: _mirror(_translate(images, -1, -1)), 0.125),
+    ),
 }
 
 
@@ -20,7 +41,7 @@ def tta_names():
 
 
 def tta_views(tta):
-    """The views of a TTA mode (``None`` means no augmentation)."""
+    """The ``(view, weight)`` pairs of a TTA mode (``None`` means no augmentation)."""
     name = "none" if tta in (None, "") else str(tta).lower()
     if name not in TTA_VIEWS:
         raise ValueError(f"unknown test-time augmentation {tta!r}; choose from "
@@ -32,13 +53,13 @@ def predict_with_tta(predictor, images, tta=None, batch_size: int = 64) -> np.nd
     """``predictor``'s probabilities for ``images`` (0-255 NHWC), averaged over the TTA views."""
     images = np.asarray(images)
     views = tta_views(tta)
-    total = None
-    for view in views:
+    total = 0.0
+    for view, weight in views:
         probabilities = np.asarray(
             predictor.predict(np.ascontiguousarray(view(images)), batch_size=batch_size),
             dtype=np.float64)
-        total = probabilities if total is None else total + probabilities
-    return total / len(views)
+        total = total + weight * probabilities
+    return total
 
 
 def ensemble_mean(probabilities) -> np.ndarray:
