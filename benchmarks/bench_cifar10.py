@@ -5,7 +5,8 @@ Records, per epoch, the wall time since the start of ``fit`` and the validation 
 reports when the run first reached each target (91% by default, the goal being 60 minutes;
 93% is the stretch goal), the final accuracy and the total time. After training (and outside
 the timed part) the final model is also scored on the validation images with flip
-test-time augmentation (the mean of each image's and its mirror's probabilities), through
+test-time augmentation (the mean of each image's and its mirror's probabilities) and with
+``flip-translate`` (also the mirror pairs shifted by one pixel), through
 ``keras_resnet.evaluate``. Everything lands in the run
 directory: the usual files plus ``time_to_accuracy.json`` and ``time_to_accuracy.csv``; its
 ``config.yaml`` reproduces the run with one command (printed at the end).
@@ -103,7 +104,7 @@ def main(argv=None):
     images, labels = held_out.numpy("val")
     scored = {tta: evaluate(run / "model.keras", (images, labels, held_out.class_names),
                             tta=tta, batch_size=256)["accuracy"]
-              for tta in ("none", "flip")}
+              for tta in ("none", "flip", "flip-translate")}
 
     reached = {}
     for target in args.targets:
@@ -118,6 +119,7 @@ def main(argv=None):
         "final_val_accuracy": result.metrics.get("val_accuracy"),
         "rescored_val_accuracy": scored["none"],
         "flip_tta_val_accuracy": scored["flip"],
+        "flip_translate_tta_val_accuracy": scored["flip-translate"],
         "best": result.metrics.get("best"),
         "images_per_second": result.metrics.get("images_per_second"),
         "precision": result.metrics.get("precision"),
@@ -144,7 +146,8 @@ def main(argv=None):
           f"{total / 60:.1f} min ({report['images_per_second']} images/s, "
           f"{report['precision']})")
     print(f"  model.keras re-scored on the validation images: {scored['none']:.4f}, "
-          f"with flip TTA {scored['flip']:.4f}")
+          f"with flip TTA {scored['flip']:.4f}, with flip-translate TTA "
+          f"{scored['flip-translate']:.4f}")
     print(f"  run directory: {run}")
     print(f"  reproduce: keras-resnet fit --config {run / 'config.yaml'} --output NEW_DIR")
     if scratch is not None:
