@@ -92,7 +92,7 @@ def create_model(
         spec["stem"] = stem
     _check(not (spec["stem"] == "whitening" and spec["shortcut"] == "zeropad"),
            "the whitening stem gives 24 channels, which zero-padding shortcuts cannot adapt; "
-           "add shortcut='projection'")
+           "use the projection shortcut (shortcut='projection', model.shortcut=projection)")
     _check(classifier_activation in CLASSIFIER_ACTIVATIONS,
            f"classifier_activation must be one of {CLASSIFIER_ACTIVATIONS}, "
            f"got {classifier_activation!r}")
