@@ -71,6 +71,21 @@ def test_init_fits_the_layer_through_the_models_normalisation():
     assert not init_patch_whitening(create_model("resnet20"), images)
 
 
+def test_sample_spreads_over_a_split_stored_class_by_class():
+    import tensorflow as tf
+
+    from keras_resnet.models.whitening import sample_images
+
+    labels = np.repeat(np.arange(10), 100)                  # 1,000 images, class by class
+    images = np.broadcast_to(labels[:, None, None, None], (1000, 4, 4, 3)).astype(np.uint8)
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(64)
+    sample = sample_images(dataset, 1000, count=250)
+    assert len(sample) == 250
+    np.testing.assert_array_equal(np.bincount(sample[:, 0, 0, 0], minlength=10), [25] * 10)
+    with pytest.raises(ValueError, match="dataset is empty"):
+        sample_images(dataset.take(0), 0)
+
+
 def test_freezing_for_fine_tuning_keeps_the_whitening_frozen():
     from keras_resnet.training.freezing import freeze
 
@@ -97,7 +112,8 @@ def test_fit_fits_the_stem_to_the_data_and_training_leaves_it_alone(tmp_path):
     data = load_training_data(result.config)
     reference = create_model("resnet20", stem="whitening", shortcut="projection",
                              input_shape=data.image_shape, num_classes=4)
-    init_patch_whitening(reference, sample_images(data.dataset("train", training=False)))
+    init_patch_whitening(reference, sample_images(data.dataset("train", training=False),
+                                                  data.num_examples["train"]))
     # Eigenvectors are unique only up to sign (and rotation within a repeated eigenvalue), so
     # compare what the filters compute: sum_k w_k w_k^T = 2 (covariance + eps)^-1. (fit ran
     # the model's normalisation in bfloat16, this reference in float32: hence 2%.)

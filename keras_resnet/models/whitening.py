@@ -83,14 +83,10 @@ def init_patch_whitening(model, images, eps: float = WHITENING_EPS) -> bool:
     return True
 
 
-def sample_images(dataset, count: int = DEFAULT_SAMPLE_IMAGES) -> np.ndarray:
-    """Up to ``count`` images from a batched ``(images, labels)`` dataset, as one array."""
-    chunks, total = [], 0
-    for images, _ in dataset:
-        chunks.append(np.asarray(images))
-        total += len(chunks[-1])
-        if total >= count:
-            break
-    if not chunks:
-        raise ValueError("patch whitening needs training images, and the dataset is empty")
-    return np.concatenate(chunks)[:count]
+def sample_images(dataset, size: int, count: int = DEFAULT_SAMPLE_IMAGES) -> np.ndarray:
+    """About ``count`` images spread evenly over a batched ``(images, labels)`` dataset of
+    ``size`` images: every k-th one, so a split stored class by class gives every class."""
+    stride = max(1, -(-int(size) // count))
+    for images, _ in dataset.unbatch().shard(stride, 0).batch(count).take(1):
+        return np.asarray(images)
+    raise ValueError("patch whitening needs training images, and the dataset is empty")

@@ -108,7 +108,7 @@ def _init_data_dependent_layers(model, data, verbose) -> None:
 
     if whitening_layer(model) is None:
         return
-    images = sample_images(data.dataset("train", training=False))
+    images = sample_images(data.dataset("train", training=False), data.num_examples["train"])
     init_patch_whitening(model, images)
     _say(f"Patch whitening: stem filters fitted to {len(images):,} training images", verbose)
 
