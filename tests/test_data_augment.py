@@ -21,6 +21,7 @@ def test_parse_augment_presets_and_switches():
     assert parse_augment("erasing+cifar+randaugment").switches == (
         "crop", "flip", "randaugment", "erasing")
     assert str(parse_augment("flip+flip")) == "flip"
+    assert parse_augment("cutout+cifar").switches == ("crop", "flip", "cutout")
     with pytest.raises(ValueError, match="unknown augmentation 'blur'"):
         parse_augment("cifar+blur")
 
@@ -69,6 +70,25 @@ def test_heavy_presets_run_and_keep_the_contract(cifar_small):
     imagenet = load_data(str(cifar_small), batch_size=16, augment="imagenet", val_split=0.0)
     ix, _ = _first_batch(imagenet.train)
     assert ix.shape == (16, 32, 32, 3) and 0 <= ix.min() and ix.max() <= 255
+
+
+def test_cutout_greys_one_square_per_image_at_varying_places():
+    import tensorflow as tf
+
+    from keras_resnet.data.augment import CUTOUT_FILL, build_batch_augmenter
+
+    augment = build_batch_augmenter(parse_augment("cutout"), (32, 32, 3), seed=1)
+    images = np.random.RandomState(0).randint(0, 256, (64, 32, 32, 3)).astype(np.uint8)
+    out = np.asarray(augment(tf.constant(images)))
+    corners = set()
+    for source, image in zip(images, out):
+        grey = np.all(image == np.float32(CUTOUT_FILL), axis=-1)
+        rows, cols = np.nonzero(grey)
+        assert grey.sum() == 64                                  # an 8x8 square in every image
+        assert np.ptp(rows) == 7 and np.ptp(cols) == 7
+        np.testing.assert_array_equal(image[~grey], source[~grey])   # the rest untouched
+        corners.add((rows.min(), cols.min()))
+    assert len(corners) > 32                                     # placed per image
 
 
 @pytest.mark.parametrize("mixup,cutmix", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])

@@ -14,8 +14,12 @@ token           what it does
 ``rrc``         random resized crop, scale 0.08-1, aspect 3/4-4/3 (per image, before batching)
 ``jitter``      brightness, contrast, saturation, hue (``keras.layers.RandomColorJitter``)
 ``randaugment`` ``keras.layers.RandAugment`` (2 ops, magnitude 0.5)
-``erasing``     random erasing / cutout, applied to a quarter of the images
-                (``keras.layers.RandomErasing``)
+``erasing``     random erasing, applied to a quarter of the images: a box of 2-33% of the
+                area, of random shape, filled with noise (``keras.layers.RandomErasing``)
+``cutout``      cutout (DeVries & Taylor 2017, as in Page's ResNet-9 recipe): a square of 1/4
+                of the side (8x8 at 32x32) at a random place in every image, filled with the
+                mean ImageNet colour, which the models' normalisation maps to about zero
+                (``keras.layers.RandomErasing`` with a fixed size and probability 1)
 ==============  ==========================================================================
 
 MixUp and CutMix (``keras.layers.MixUp``/``CutMix``) are separate alphas because they change
@@ -34,7 +38,7 @@ PRESETS = {
     "imagenet": ("rrc", "flip", "jitter"),
 }
 # Order in which switches run: geometry, then colour, then policies, then occlusion.
-SWITCHES = ("rrc", "crop", "flip", "jitter", "randaugment", "erasing")
+SWITCHES = ("rrc", "crop", "flip", "jitter", "randaugment", "erasing", "cutout")
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
 # Scale range of the random resized crop used only to bring larger images to the training
@@ -42,6 +46,9 @@ RRC_RATIO = (3 / 4, 4 / 3)
 FIT_RRC_SCALE = (0.25, 1.0)
 CROP_PAD_FRACTION = 1 / 8
 ERASING_PROBABILITY = 0.25
+CUTOUT_SIDE_FRACTION = 1 / 4
+# The mean ImageNet colour in 0-255 (keras_resnet.models.zoo.IMAGENET_MEAN).
+CUTOUT_FILL = (123.675, 116.28, 103.53)
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,11 @@ def _layers(switches, image_shape, seed):
             layers.append(keras.layers.RandomErasing(
                 factor=(ERASING_PROBABILITY, ERASING_PROBABILITY), value_range=(0, 255),
                 seed=s, **kw))
+        elif switch == "cutout":
+            area = CUTOUT_SIDE_FRACTION ** 2       # RandomErasing takes each side as sqrt(scale)
+            layers.append(keras.layers.RandomErasing(
+                factor=(1.0, 1.0), scale=(area, area), fill_value=CUTOUT_FILL,
+                value_range=(0, 255), seed=s, **kw))
     return layers
 
 
