@@ -75,14 +75,14 @@ def test_heavy_presets_run_and_keep_the_contract(cifar_small):
 def test_cutout_greys_one_square_per_image_at_varying_places():
     import tensorflow as tf
 
-    from keras_resnet.data.augment import CUTOUT_FILL, build_batch_augmenter
+    from keras_resnet.data.augment import build_batch_augmenter, cutout_fill
 
     augment = build_batch_augmenter(parse_augment("cutout"), (32, 32, 3), seed=1)
     images = np.random.RandomState(0).randint(0, 256, (64, 32, 32, 3)).astype(np.uint8)
     out = np.asarray(augment(tf.constant(images)))
     corners = set()
     for source, image in zip(images, out):
-        grey = np.all(image == np.float32(CUTOUT_FILL), axis=-1)
+        grey = np.all(image == np.float32(cutout_fill()), axis=-1)
         rows, cols = np.nonzero(grey)
         assert grey.sum() == 64                                  # an 8x8 square in every image
         assert np.ptp(rows) == 7 and np.ptp(cols) == 7

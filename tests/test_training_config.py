@@ -23,6 +23,14 @@ def test_every_shipped_recipe_validates(name):
     assert config["epochs"] >= 1 and config["arch"]
 
 
+
+def test_model_choices_match_what_create_model_accepts():
+    """The schema stays free of Keras, so it repeats the factory's choices: keep them equal."""
+    from keras_resnet.models import factory
+
+    model = C.SCHEMA["model"]
+    assert model["stem"].choices == factory.STEMS
+    assert model["shortcut"].choices == factory.SHORTCUTS
 def test_recipe_he2016_is_the_paper_schedule_in_epochs():
     config = C.resolve_config("cifar10_he2016")
     assert config["optimizer"]["lr"] == 0.1 and config["batch_size"] == 128

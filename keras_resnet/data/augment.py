@@ -47,8 +47,14 @@ FIT_RRC_SCALE = (0.25, 1.0)
 CROP_PAD_FRACTION = 1 / 8
 ERASING_PROBABILITY = 0.25
 CUTOUT_SIDE_FRACTION = 1 / 4
-# The mean ImageNet colour in 0-255 (keras_resnet.models.zoo.IMAGENET_MEAN).
-CUTOUT_FILL = (123.675, 116.28, 103.53)
+
+
+def cutout_fill() -> tuple[float, ...]:
+    """The cutout square's colour: the mean ImageNet colour in 0-255, which the models'
+    normalisation maps to about zero. (Imported on use: ``keras_resnet.models`` loads Keras.)"""
+    from keras_resnet.models.zoo import IMAGENET_MEAN
+
+    return tuple(255.0 * m for m in IMAGENET_MEAN)
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,7 @@ def _layers(switches, image_shape, seed):
         elif switch == "cutout":
             area = CUTOUT_SIDE_FRACTION ** 2       # RandomErasing takes each side as sqrt(scale)
             layers.append(keras.layers.RandomErasing(
-                factor=(1.0, 1.0), scale=(area, area), fill_value=CUTOUT_FILL,
+                factor=(1.0, 1.0), scale=(area, area), fill_value=cutout_fill(),
                 value_range=(0, 255), seed=s, **kw))
     return layers
 
