@@ -22,6 +22,7 @@ def test_parse_augment_presets_and_switches():
         "crop", "flip", "randaugment", "erasing")
     assert str(parse_augment("flip+flip")) == "flip"
     assert parse_augment("cutout+cifar").switches == ("crop", "flip", "cutout")
+    assert parse_augment("cifar+reflect").switches == ("reflect", "flip")   # replaces crop
     with pytest.raises(ValueError, match="unknown augmentation 'blur'"):
         parse_augment("cifar+blur")
 
@@ -89,6 +90,26 @@ def test_cutout_greys_one_square_per_image_at_varying_places():
         np.testing.assert_array_equal(image[~grey], source[~grey])   # the rest untouched
         corners.add((rows.min(), cols.min()))
     assert len(corners) > 32                                     # placed per image
+
+
+def test_reflect_shifts_each_image_with_a_mirrored_border():
+    import tensorflow as tf
+
+    from keras_resnet.data.augment import build_batch_augmenter
+
+    augment = build_batch_augmenter(parse_augment("reflect"), (32, 32, 3), seed=2)
+    images = np.random.RandomState(1).randint(1, 256, (32, 32, 32, 3)).astype(np.uint8)
+    out = np.asarray(augment(tf.constant(images)))
+    shifts = set()
+    for source, image in zip(images, out):
+        assert image.min() > 0                                   # no black fill anywhere
+        # Keras's "reflect" repeats the edge pixel (d c b a | a b c d), numpy's "symmetric".
+        padded = np.pad(source, ((4, 4), (4, 4), (0, 0)), mode="symmetric").astype(np.float32)
+        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
+                 if np.array_equal(padded[4 + dy:36 + dy, 4 + dx:36 + dx], image)]
+        assert len(found) == 1, "not an exact shifted copy of its source"
+        shifts.add(found[0])
+    assert len(shifts) > 8                                       # drawn per image
 
 
 @pytest.mark.parametrize("mixup,cutmix", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])

@@ -10,6 +10,9 @@ token           what it does
 ``imagenet``    ``rrc`` + ``flip`` + ``jitter``
 ``crop``        random crop after padding by 1/8 of the size (``keras.layers.RandomTranslation``
                 with zero fill and nearest sampling: the same pixels as pad-and-crop, per image)
+``reflect``     ``crop`` with the border filled by reflecting the image instead of with black
+                (Page's ResNet-9 and airbench's choice): no artificial black edges for the
+                first layers to learn; replaces ``crop``, so ``cifar+reflect`` is flip + this
 ``flip``        horizontal flip (``keras.layers.RandomFlip``)
 ``rrc``         random resized crop, scale 0.08-1, aspect 3/4-4/3 (per image, before batching)
 ``jitter``      brightness, contrast, saturation, hue (``keras.layers.RandomColorJitter``)
@@ -38,7 +41,7 @@ PRESETS = {
     "imagenet": ("rrc", "flip", "jitter"),
 }
 # Order in which switches run: geometry, then colour, then policies, then occlusion.
-SWITCHES = ("rrc", "crop", "flip", "jitter", "randaugment", "erasing", "cutout")
+SWITCHES = ("rrc", "crop", "reflect", "flip", "jitter", "randaugment", "erasing", "cutout")
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
 # Scale range of the random resized crop used only to bring larger images to the training
@@ -95,6 +98,8 @@ def parse_augment(augment) -> AugmentPlan:
             raise ValueError(f"unknown augmentation {token!r}: use presets "
                              f"{', '.join(PRESETS)} or switches {', '.join(SWITCHES)}, joined "
                              "with '+'")
+    if "reflect" in chosen:
+        chosen.discard("crop")             # the same crop, only the fill differs
     return AugmentPlan(tuple(s for s in SWITCHES if s in chosen))
 
 
@@ -106,9 +111,10 @@ def _layers(switches, image_shape, seed):
     layers = []
     for i, switch in enumerate(switches):
         s = None if seed is None else seed + 101 * (i + 1)
-        if switch == "crop":
+        if switch in ("crop", "reflect"):
             layers.append(keras.layers.RandomTranslation(
-                CROP_PAD_FRACTION, CROP_PAD_FRACTION, fill_mode="constant", fill_value=0.0,
+                CROP_PAD_FRACTION, CROP_PAD_FRACTION,
+                fill_mode="reflect" if switch == "reflect" else "constant", fill_value=0.0,
                 interpolation="nearest", seed=s, **kw))
         elif switch == "flip":
             layers.append(keras.layers.RandomFlip("horizontal", seed=s, **kw))

@@ -73,7 +73,8 @@ SCHEMA: dict = {
         "val_split": F(0.1, "float", "fraction held out when the data has no val split",
                        minimum=0, maximum=0.9),
         "augment": F("cifar", "str",
-                     "none, cifar or imagenet, optionally +randaugment +erasing +cutout",
+                     "none, cifar or imagenet, optionally +reflect +randaugment +erasing "
+                     "+cutout",
                      nullable=True),
         "mixup": F(0.0, "float", "mixup alpha (0 = off)", minimum=0),
         "cutmix": F(0.0, "float", "cutmix alpha (0 = off)", minimum=0),
