@@ -73,14 +73,23 @@ def test_heavy_presets_run_and_keep_the_contract(cifar_small):
     assert ix.shape == (16, 32, 32, 3) and 0 <= ix.min() and ix.max() <= 255
 
 
-def test_cutout_greys_one_square_per_image_at_varying_places():
+def _augment_random_images(augment, count, *, seed, lowest=0):
+    """``(images, augmented)`` for ``count`` random 32x32 uint8 images with pixels in
+    ``lowest``-255, through the batch augmenter of ``augment``."""
     import tensorflow as tf
 
-    from keras_resnet.data.augment import build_batch_augmenter, cutout_fill
+    from keras_resnet.data.augment import build_batch_augmenter
 
-    augment = build_batch_augmenter(parse_augment("cutout"), (32, 32, 3), seed=1)
-    images = np.random.RandomState(0).randint(0, 256, (64, 32, 32, 3)).astype(np.uint8)
-    out = np.asarray(augment(tf.constant(images)))
+    augmenter = build_batch_augmenter(parse_augment(augment), (32, 32, 3), seed=seed)
+    images = np.random.RandomState(seed).randint(lowest, 256, (count, 32, 32, 3))
+    images = images.astype(np.uint8)
+    return images, np.asarray(augmenter(tf.constant(images)))
+
+
+def test_cutout_greys_one_square_per_image_at_varying_places():
+    from keras_resnet.data.augment import cutout_fill
+
+    images, out = _augment_random_images("cutout", 64, seed=1)
     corners = set()
     for source, image in zip(images, out):
         grey = np.all(image == np.float32(cutout_fill()), axis=-1)
@@ -93,13 +102,7 @@ def test_cutout_greys_one_square_per_image_at_varying_places():
 
 
 def test_reflect_shifts_each_image_with_a_mirrored_border():
-    import tensorflow as tf
-
-    from keras_resnet.data.augment import build_batch_augmenter
-
-    augment = build_batch_augmenter(parse_augment("reflect"), (32, 32, 3), seed=2)
-    images = np.random.RandomState(1).randint(1, 256, (32, 32, 32, 3)).astype(np.uint8)
-    out = np.asarray(augment(tf.constant(images)))
+    images, out = _augment_random_images("reflect", 32, seed=2, lowest=1)
     shifts = set()
     for source, image in zip(images, out):
         assert image.min() > 0                                   # no black fill anywhere

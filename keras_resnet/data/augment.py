@@ -48,6 +48,8 @@ RRC_RATIO = (3 / 4, 4 / 3)
 # size when the preset itself has no ``rrc``: gentler than ImageNet's 0.08.
 FIT_RRC_SCALE = (0.25, 1.0)
 CROP_PAD_FRACTION = 1 / 8
+# The crop switches and how each fills the border the shift uncovers (RandomTranslation modes).
+CROP_FILL = {"crop": "constant", "reflect": "reflect"}
 ERASING_PROBABILITY = 0.25
 CUTOUT_SIDE_FRACTION = 1 / 4
 
@@ -111,11 +113,10 @@ def _layers(switches, image_shape, seed):
     layers = []
     for i, switch in enumerate(switches):
         s = None if seed is None else seed + 101 * (i + 1)
-        if switch in ("crop", "reflect"):
+        if switch in CROP_FILL:
             layers.append(keras.layers.RandomTranslation(
-                CROP_PAD_FRACTION, CROP_PAD_FRACTION,
-                fill_mode="reflect" if switch == "reflect" else "constant", fill_value=0.0,
-                interpolation="nearest", seed=s, **kw))
+                CROP_PAD_FRACTION, CROP_PAD_FRACTION, fill_mode=CROP_FILL[switch],
+                fill_value=0.0, interpolation="nearest", seed=s, **kw))
         elif switch == "flip":
             layers.append(keras.layers.RandomFlip("horizontal", seed=s, **kw))
         elif switch == "jitter":
