@@ -40,6 +40,8 @@ def create_model(
     mean=None,
     std=None,
     preprocessing: bool = True,
+    bn_scale: bool = True,
+    identity_init: bool = False,
 ) -> keras.Model:
     """Build the zoo entry ``name`` as a Keras functional model.
 
@@ -66,6 +68,13 @@ def create_model(
         mean, std: per-channel normalisation baked into the model, on the 0-1 scale; the
             default is the spec's (ImageNet or CIFAR-10 statistics). The model takes 0-255 pixels.
         preprocessing: set ``False`` to feed already-normalised inputs.
+        bn_scale: give BatchNorm layers a learned scale (``gamma``). ``False`` fixes the scales
+            at 1, as airbench does (pair it with a higher learning rate for the BatchNorm
+            offsets: ``optimizer.bn_bias_lr_multiplier``); the zero-initialised last BatchNorm
+            of a residual branch keeps its scale.
+        identity_init: start each conv outside the residual branches (the stem, ResNet-9's
+            stage entries) as an identity on its first input channels (airbench's dirac
+            initialisation).
     """
     spec = get_spec(name)
     if num_classes is None:
@@ -104,5 +113,6 @@ def create_model(
         include_top=include_top, pooling=pooling, dropout=float(dropout),
         zero_init_residual=bool(zero_init_residual), drop_path_rate=float(drop_path_rate),
         width_multiplier=float(width_multiplier), classifier_activation=classifier_activation,
-        mean=mean, std=std, preprocessing=preprocessing,
+        mean=mean, std=std, preprocessing=preprocessing, bn_scale=bool(bn_scale),
+        identity_init=bool(identity_init),
     )

@@ -23,9 +23,13 @@ class _Builder:
     """Holds the spec and options while the graph is emitted, so each helper stays short."""
 
     def __init__(self, spec: dict, *, zero_init_residual: bool, drop_path_rate: float,
-                 width_multiplier: float):
+                 width_multiplier: float, bn_scale: bool = True):
         self.spec = spec
         self.zero_init_residual = zero_init_residual
+        self.bn_scale = bn_scale
+        # Convs outside residual branches and shortcuts (stem, ResNet-9 stage entries): the
+        # ones identity_init may turn into identities.
+        self.plain_convs = []
         self.drop_path_rate = drop_path_rate
         self.width_multiplier = width_multiplier
         self.total_blocks = sum(spec["layers"])
@@ -49,12 +53,15 @@ class _Builder:
         )(x)
 
     def bn(self, x, name, *, zero_gamma=False):
+        # Without learned scales (bn_scale=False) a zero-initialised branch end keeps its
+        # scale: a scale fixed at zero would shut the branch for good.
         return layers.BatchNormalization(
-            epsilon=self.spec["bn_epsilon"], momentum=0.9,
+            epsilon=self.spec["bn_epsilon"], momentum=0.9, scale=self.bn_scale or zero_gamma,
             gamma_initializer="zeros" if zero_gamma else "ones", name=name,
         )(x)
 
     def conv_bn_relu(self, x, filters, kernel, stride, name, suffix=""):
+        self.plain_convs.append(f"{name}_conv{suffix}")
         x = self.conv(x, filters, kernel, stride, f"{name}_conv{suffix}", normalized=True)
         x = self.bn(x, f"{name}_bn{suffix}")
         return layers.ReLU(name=f"{name}_relu{suffix}")(x)
@@ -75,6 +82,7 @@ class _Builder:
             x = self.conv_bn_relu(x, stem_width, 3, 1, "stem", "3")
         else:
             kernel, stride = (7, 2) if kind == "imagenet" else (3, 1)
+            self.plain_convs.append("stem_conv")
             x = self.conv(x, stem_width, kernel, stride, "stem_conv", normalized=not preact)
             if not preact:
                 x = self.bn(x, "stem_bn")
@@ -180,10 +188,12 @@ class _Builder:
 def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, include_top: bool,
                  pooling, dropout: float, zero_init_residual: bool, drop_path_rate: float,
                  width_multiplier: float, classifier_activation, mean, std,
-                 preprocessing: bool) -> keras.Model:
+                 preprocessing: bool, bn_scale: bool = True,
+                 identity_init: bool = False) -> keras.Model:
     """Emit the functional graph of one spec row; arguments are validated by ``create_model``."""
     builder = _Builder(spec, zero_init_residual=zero_init_residual,
-                       drop_path_rate=drop_path_rate, width_multiplier=width_multiplier)
+                       drop_path_rate=drop_path_rate, width_multiplier=width_multiplier,
+                       bn_scale=bn_scale)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs
     if preprocessing:
@@ -206,4 +216,26 @@ def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, includ
         x = layers.Dense(num_classes, dtype="float32", name="predictions")(x)
         if classifier_activation is not None:
             x = layers.Activation(classifier_activation, dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, x, name=name)
+    model = keras.Model(inputs, x, name=name)
+    if identity_init:
+        for conv in builder.plain_convs:
+            set_identity_kernel(model.get_layer(conv))
+    return model
+
+
+def set_identity_kernel(conv: layers.Conv2D) -> None:
+    """Make the first ``min(in, out)`` filters of a stride-1 conv copy their input channel
+    (airbench's dirac initialisation); the other filters keep their random start.
+
+    A plain (non-residual) conv then starts by passing its input through, as a residual block
+    does, and deep stacks of them train from the first step. Set on the weights after building,
+    so the saved layer config names only Keras's own initialiser.
+    """
+    kernel = keras.ops.convert_to_numpy(conv.kernel).copy()
+    height, width, channels_in, channels_out = kernel.shape
+    if conv.strides != (1, 1) or height % 2 == 0 or width % 2 == 0:
+        return
+    n = min(channels_in, channels_out)
+    kernel[:, :, :, :n] = 0.0
+    kernel[height // 2, width // 2, range(n), range(n)] = 1.0
+    conv.kernel.assign(kernel)

@@ -12,6 +12,8 @@ progress bar). Written here is only what Keras lacks:
 - ``History``: ``history.csv`` rewritten atomically each epoch (``CSVLogger`` appends line by
   line, so a kill can leave half a row), with the learning rate and epoch time.
 - ``SafeBackupAndRestore``: ``BackupAndRestore`` that skips saving once the NaN guard fired.
+- ``Lookahead``: airbench's Lookahead on every weight (Keras's optimizer EMA has neither the
+  periodic pull-back on a schedule nor the BatchNorm statistics).
 """
 from __future__ import annotations
 
@@ -212,3 +214,57 @@ class RunCheckpoints(keras.callbacks.Callback):
 
     def monitor_record(self) -> dict:
         return {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch}
+
+
+class Lookahead(keras.callbacks.Callback):
+    """Lookahead (Zhang et al. 2019) as airbench uses it: every ``every`` steps the slow copy
+    of the weights moves toward the trained ("fast") ones, ``slow = d * slow + (1 - d) * fast``,
+    and the fast weights restart from it. ``d`` rises as ``decay * (step / total)**3``: no
+    pull-back early, when big steps are wanted, and a strong one as the rate anneals. Every
+    float weight takes part, BatchNorm statistics included; training ends on the slow copy.
+
+    Syncs happen at the end of a compiled call (``steps_per_execution`` steps), so ``every`` is
+    rounded up to whole calls. A resumed run starts its slow copy from the restored weights.
+    """
+
+    def __init__(self, every: int, decay: float):
+        super().__init__()
+        self.every = int(every)
+        self.decay = float(decay)
+        self.syncs = 0
+        self._epoch = 0
+        self._last = None
+        self._slow = None
+
+    def _variables(self):
+        return [v for v in self.model.weights if "float" in str(v.dtype)]
+
+    def _step(self, batch: int) -> int:
+        return self._epoch * int(self.params["steps"]) + batch + 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        if self._slow is None:
+            self._slow = [np.array(keras.ops.convert_to_numpy(v)) for v in self._variables()]
+            self._last = self._step(-1) // self.every
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step(batch)
+        if step // self.every <= self._last:
+            return
+        self._last = step // self.every
+        total = int(self.params["steps"]) * int(self.params["epochs"])
+        self.sync(self.decay * min(1.0, step / total) ** 3)
+
+    def sync(self, decay: float) -> None:
+        """Move the slow copy toward the current weights by ``1 - decay``, then restart the
+        current weights from it (``decay=1`` only copies the slow weights back)."""
+        for variable, slow in zip(self._variables(), self._slow):
+            slow *= decay
+            slow += (1.0 - decay) * keras.ops.convert_to_numpy(variable)
+            variable.assign(slow)
+        self.syncs += 1
+
+    def on_train_end(self, logs=None):
+        if self._slow is not None:
+            self.sync(1.0)

@@ -60,6 +60,9 @@ SCHEMA: dict = {
         "drop_path_rate": F(0.0, "float", "stochastic depth of the last block", minimum=0,
                             maximum=0.99),
         "zero_init_residual": F(False, "bool", "start every residual branch at zero"),
+        "bn_scale": F(True, "bool", "learn BatchNorm scales (false: fixed at 1, as airbench)"),
+        "identity_init": F(False, "bool", "start the convs outside residual branches as "
+                           "identities (airbench's dirac init)"),
         "shortcut": F(None, "str", "override the zoo entry's shortcut",
                       choices=("projection", "avgpool", "zeropad"), nullable=True),
         "stem": F(None, "str", "override the zoo entry's stem (whitening: frozen 2x2 "
@@ -103,6 +106,14 @@ SCHEMA: dict = {
                        exclusive=True, nullable=True),
         "ema": F(False, "bool", "keep an exponential moving average of the weights"),
         "ema_momentum": F(0.999, "float", "EMA momentum", minimum=0, maximum=1),
+        "bn_bias_lr_multiplier": F(1.0, "float", "learning-rate factor for BatchNorm offsets "
+                                   "(airbench: 64 with model.bn_scale false)", minimum=0,
+                                   exclusive=True),
+        "lookahead_every": F(0, "int", "Lookahead: pull the weights back to their slow average "
+                             "every N steps (0 = off)", minimum=0),
+        "lookahead_decay": F(0.7737809375, "float", "Lookahead: the slow average's decay at the "
+                             "end of training (it rises as (step/total)^3)", minimum=0,
+                             maximum=1, exclusive=True),
     },
     "schedule": {
         "name": F("onecycle", "str", "learning-rate schedule",
@@ -475,6 +486,8 @@ def _check_relations(config: dict, errors: list):
     if optimizer.get("nesterov") is True and optimizer.get("name") == "sgd" \
             and optimizer.get("momentum") == 0:
         errors.append("optimizer.nesterov: needs optimizer.momentum > 0")
+    if optimizer.get("lookahead_every") and optimizer.get("ema") is True:
+        errors.append("optimizer.lookahead_every: choose Lookahead or optimizer.ema, not both")
 
 
 def validate(config: dict) -> dict:

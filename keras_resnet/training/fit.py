@@ -165,12 +165,13 @@ def compile_for_training(model, config: dict, steps_per_epoch: int, *, optimizer
     """
     import keras
 
-    from keras_resnet.training.optimizers import build_optimizer
+    from keras_resnet.training.optimizers import build_optimizer, scale_bn_bias_rates
     from keras_resnet.training.schedules import build_schedule
 
     schedule = build_schedule(config["schedule"], config["optimizer"]["lr"], config["epochs"],
                               steps_per_epoch)
     optimizer = build_optimizer(config["optimizer"], schedule)
+    scale_bn_bias_rates(optimizer, model, config["optimizer"]["bn_bias_lr_multiplier"])
     if optimizer_hook is not None:
         optimizer_hook(optimizer, model)
     loss = keras.losses.CategoricalCrossentropy(
@@ -214,7 +215,7 @@ def training_callbacks(run: RunDirectory, config: dict, *, metadata: dict, has_v
     import keras
 
     from keras_resnet.training.callbacks import (
-        History, LearningRate, NanGuard, RunCheckpoints, SafeBackupAndRestore)
+        History, LearningRate, Lookahead, NanGuard, RunCheckpoints, SafeBackupAndRestore)
 
     def monitor(name):
         return name if has_val or not name.startswith("val_") else name[len("val_"):]
@@ -227,6 +228,9 @@ def training_callbacks(run: RunDirectory, config: dict, *, metadata: dict, has_v
         mode=config["checkpoint"]["mode"], metadata=metadata, nan_guard=nan_guard,
         history_rows=history.rows)
     callbacks = [nan_guard, timer, checkpoints, history]
+    if config["optimizer"]["lookahead_every"]:
+        callbacks.insert(1, Lookahead(config["optimizer"]["lookahead_every"],
+                                      config["optimizer"]["lookahead_decay"]))
     early = None
     if config["early_stopping"]["patience"]:
         early = keras.callbacks.EarlyStopping(
@@ -456,12 +460,14 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
             good = keras.models.load_model(run.last, compile=False)
             model.set_weights(good.get_weights())
     final = _final_metrics(rows)
-    if config["optimizer"]["ema"] and not nan and val_ds is not None:
-        # Keras swapped the averaged weights in at the end of fit; score those.
+    averaged = config["optimizer"]["ema"] or config["optimizer"]["lookahead_every"]
+    if averaged and not nan and val_ds is not None:
+        # Keras (EMA) or Lookahead swapped the averaged weights in at the end of fit; score
+        # those.
         scores = model.evaluate(val_ds, steps=config["validation_steps"], verbose=0,
                                 return_dict=True)
         final.update({f"val_{k}": float(v) for k, v in scores.items()})
-        final["ema"] = True
+        final["averaged_weights"] = "ema" if config["optimizer"]["ema"] else "lookahead"
 
     if not nan or run.last.is_file():
         save_run_model(model, run.model, dict(meta, epoch=len(rows)))

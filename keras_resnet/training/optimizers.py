@@ -40,3 +40,28 @@ def build_optimizer(optimizer: dict, learning_rate) -> keras.optimizers.Optimize
     if optimizer["weight_decay"] and not optimizer.get("decay_norm_and_bias"):
         opt.exclude_from_weight_decay(var_names=list(NO_DECAY_NAMES))
     return opt
+
+
+def scale_bn_bias_rates(optimizer: keras.optimizers.Optimizer, model: keras.Model,
+                        multiplier: float) -> None:
+    """Train every BatchNorm offset (``beta``) of ``model`` at ``multiplier`` times the rate.
+
+    airbench trains BatchNorm without scales and its offsets at 64x the rate of the other
+    weights: an offset then moves as far, relative to the unit-variance activations it shifts,
+    as a conv's weights move relative to theirs.
+    """
+    if multiplier == 1.0:
+        return
+    from keras_resnet.training.freezing import apply_lr_multipliers
+
+    offsets = [layer.beta for layer in _all_layers(model)
+               if isinstance(layer, keras.layers.BatchNormalization) and layer.center
+               and layer.trainable]
+    apply_lr_multipliers(optimizer, offsets, {v.path: multiplier for v in offsets})
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)

@@ -1,0 +1,133 @@
+"""airbench's training choices as options: BatchNorm without learned scales, identity-initialised
+plain convs, a higher learning rate for BatchNorm offsets, and Lookahead."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from keras_resnet.models import create_model
+from keras_resnet.training.callbacks import Lookahead
+from keras_resnet.training.optimizers import scale_bn_bias_rates
+
+
+def _batchnorms(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def test_without_bn_scales_only_zero_initialised_branch_ends_keep_a_scale():
+    kwargs = dict(num_classes=10, input_shape=(32, 32, 3), zero_init_residual=True)
+    learned = create_model("resnet9", **kwargs)
+    fixed = create_model("resnet9", bn_scale=False, **kwargs)
+    kept = {bn.name for bn in _batchnorms(fixed) if bn.scale}
+    # ResNet-9 has two residual blocks; each ends in a BN that starts at zero.
+    assert kept == {"stage1_block1_bn2", "stage3_block1_bn2"}
+    assert kept == {bn.name for bn in _batchnorms(learned)
+                    if not np.any(keras.ops.convert_to_numpy(bn.gamma))}
+    dropped = sum(bn.gamma.shape[0] for bn in _batchnorms(learned) if bn.name not in kept)
+    assert learned.count_params() - fixed.count_params() == dropped > 0
+
+
+def test_identity_init_passes_the_first_channels_through_each_plain_conv():
+    model = create_model("resnet9", num_classes=10, input_shape=(32, 32, 3), identity_init=True,
+                         width_multiplier=0.25)
+    reference = create_model("resnet9", num_classes=10, input_shape=(32, 32, 3),
+                             width_multiplier=0.25)
+    entries = [layer for layer in model.layers if layer.name.endswith("_entry_conv")]
+    assert [layer.name for layer in entries] == [f"stage{s}_entry_conv" for s in (1, 2, 3)]
+    rng = np.random.default_rng(0)
+    for conv in entries + [model.get_layer("stem_conv")]:
+        channels_in, channels_out = conv.kernel.shape[2], conv.kernel.shape[3]
+        n = min(channels_in, channels_out)
+        inputs = rng.normal(size=(2, 8, 8, channels_in)).astype("float32")
+        outputs = keras.ops.convert_to_numpy(conv(inputs))
+        np.testing.assert_allclose(outputs[..., :n], inputs[..., :n], atol=1e-6)
+        # The remaining filters keep their random start.
+        assert np.std(keras.ops.convert_to_numpy(conv.kernel)[..., n:]) > 0.01 or n == channels_out
+    # Residual branches are left alone: same shapes, random (not identity) kernels.
+    branch = keras.ops.convert_to_numpy(model.get_layer("stage1_block1_conv1").kernel)
+    assert not np.allclose(branch[1, 1], np.eye(branch.shape[2]))
+    assert model.count_params() == reference.count_params()
+
+
+def test_options_save_and_load_with_plain_keras(tmp_path):
+    model = create_model("resnet9", num_classes=10, input_shape=(32, 32, 3), width_multiplier=0.25,
+                         bn_scale=False, identity_init=True, zero_init_residual=True)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0),
+                               atol=1e-6)
+
+
+def _one_sgd_step(model, multiplier):
+    optimizer = keras.optimizers.SGD(0.1)
+    scale_bn_bias_rates(optimizer, model, multiplier)
+    before = [keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
+    grads = [keras.ops.ones_like(v) for v in model.trainable_variables]
+    optimizer.apply(grads, model.trainable_variables)
+    moved = {v.path: keras.ops.convert_to_numpy(v) - b
+             for v, b in zip(model.trainable_variables, before)}
+    return moved
+
+
+def test_bn_offsets_move_by_the_multiplied_rate_and_nothing_else_does():
+    model = create_model("resnet20", num_classes=10, input_shape=(32, 32, 3))
+    moved = _one_sgd_step(model, 64.0)
+    offsets = {bn.beta.path for bn in _batchnorms(model)}
+    assert len(offsets) == 19
+    for path, delta in moved.items():
+        expected = -0.1 * (64.0 if path in offsets else 1.0)
+        np.testing.assert_allclose(delta, expected, rtol=1e-5, err_msg=path)
+
+
+def _tiny_model():
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(2)(keras.layers.BatchNormalization()(inputs))
+    return keras.Model(inputs, outputs)
+
+
+def test_lookahead_sync_moves_the_slow_copy_and_restarts_from_it():
+    model = _tiny_model()
+    lookahead = Lookahead(every=2, decay=0.5)
+    lookahead.set_model(model)
+    lookahead.set_params({"steps": 4, "epochs": 1})
+    lookahead.on_epoch_begin(0)
+    start = [keras.ops.convert_to_numpy(v).copy() for v in model.weights]
+    fast = [s + 1.0 for s in start]
+    for variable, value in zip(model.weights, fast):
+        variable.assign(value)
+    lookahead.sync(0.5)
+    for variable, s in zip(model.weights, start):
+        # Halfway between the slow start and the fast weights; BatchNorm statistics included.
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), s + 0.5, atol=1e-6)
+    # The pull-back grows as (step / total)^3: none at step 0, the full decay at the end.
+    syncs = []
+    lookahead.sync = syncs.append
+    for batch in range(4):
+        lookahead.on_train_batch_end(batch)
+    assert syncs == pytest.approx([0.5 * (2 / 4) ** 3, 0.5 * 1.0])
+
+
+def test_fit_with_lookahead_saves_the_slow_weights_it_ended_on(tmp_path):
+    from keras_resnet.training.fit import fit
+
+    ended_on = []
+
+    class Capture(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):   # runs after Lookahead's final copy-back
+            ended_on.extend(keras.ops.convert_to_numpy(v).copy() for v in self.model.weights)
+
+    # The built-in shapes data (6 classes), airbench's options all on.
+    result = fit({"arch": "resnet9", "epochs": 3, "verbose": 0, "tensorboard": False,
+                  "model": {"width_multiplier": 0.25, "stem": "whitening", "bn_scale": False,
+                            "identity_init": True},
+                  "optimizer": {"lookahead_every": 8, "bn_bias_lr_multiplier": 64.0}},
+                 output=tmp_path / "run", callbacks=[Capture()])
+    assert result.metrics["averaged_weights"] == "lookahead"
+    assert result.metrics["val_accuracy"] > 0.6   # chance: 0.17
+    saved = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert len(saved.weights) == len(ended_on)
+    for variable, value in zip(saved.weights, ended_on):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), value, atol=1e-6)
