@@ -86,11 +86,23 @@ def test_relations_between_keys_are_checked():
     with pytest.raises(C.ConfigError) as info:
         C.resolve_config(None, ["epochs=10", "schedule.name=multistep",
                                 "schedule.milestones=[8, 4]", "arch=resnet21",
-                                "data.augment=cifar+sharpen"])
+                                "data.augment=cifar+sharpen", "optimizer.ema=true",
+                                "optimizer.lookahead_every=40"])
     text = "\n".join(info.value.errors)
+    assert "optimizer.lookahead_every: choose Lookahead or optimizer.ema" in text
     assert "schedule.milestones: must be strictly increasing" in text
     assert "arch: unknown architecture 'resnet21'" in text
     assert "data.augment:" in text and "sharpen" in text
+
+
+def test_airbench_options_reject_impossible_values():
+    with pytest.raises(C.ConfigError) as info:
+        C.resolve_config(None, ["optimizer.bn_bias_lr_multiplier=0",
+                                "optimizer.lookahead_every=-1", "optimizer.lookahead_decay=1",
+                                "model.bn_scale=maybe"])
+    assert [e.split(":")[0] for e in info.value.errors] == [
+        "model.bn_scale", "optimizer.bn_bias_lr_multiplier", "optimizer.lookahead_every",
+        "optimizer.lookahead_decay"]
 
 
 def test_bad_yaml_and_missing_recipe_give_one_line(tmp_path):
