@@ -113,7 +113,7 @@ SCHEMA: dict = {
                              "every N steps (0 = off)", minimum=0),
         "lookahead_decay": F(0.7737809375, "float", "Lookahead: the slow average's decay at the "
                              "end of training (it rises as (step/total)^3)", minimum=0,
-                             maximum=1, exclusive=True),
+                             maximum=0.999),
     },
     "schedule": {
         "name": F("onecycle", "str", "learning-rate schedule",
