@@ -131,3 +131,18 @@ def test_fit_with_lookahead_saves_the_slow_weights_it_ended_on(tmp_path):
     assert len(saved.weights) == len(ended_on)
     for variable, value in zip(saved.weights, ended_on):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), value, atol=1e-6)
+
+
+def test_a_lookahead_run_resumes_with_a_fresh_slow_copy(tmp_path):
+    from keras_resnet.training.fit import fit
+
+    config = {"arch": "resnet20", "epochs": 1, "batch_size": 32, "verbose": 0,
+              "tensorboard": False, "model": {"width_multiplier": 0.5},
+              "data": {"spec": "shapes:classes=3,train=192,val=64,size=32"},
+              "optimizer": {"lookahead_every": 2}}
+    first = fit(config, output=tmp_path / "run")
+    second = fit(dict(config, epochs=2), output=tmp_path / "run", resume=True)
+    assert first.metrics["epochs"] == 1
+    assert second.metrics["epochs"] == 2 and second.metrics["resumed_from_epoch"] == 1
+    assert second.metrics["averaged_weights"] == "lookahead"
+    assert np.isfinite(second.metrics["val_loss"])

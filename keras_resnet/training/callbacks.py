@@ -227,10 +227,11 @@ class Lookahead(keras.callbacks.Callback):
     rounded up to whole calls. A resumed run starts its slow copy from the restored weights.
     """
 
-    def __init__(self, every: int, decay: float):
+    def __init__(self, every: int, decay: float, steps_per_epoch: int | None = None):
         super().__init__()
         self.every = int(every)
         self.decay = float(decay)
+        self.steps_per_epoch = steps_per_epoch   # else the steps Keras reports
         self.syncs = 0
         self._epoch = 0
         self._last = None
@@ -239,8 +240,11 @@ class Lookahead(keras.callbacks.Callback):
     def _variables(self):
         return [v for v in self.model.weights if "float" in str(v.dtype)]
 
+    def _steps_per_epoch(self) -> int:
+        return int(self.steps_per_epoch or self.params["steps"])
+
     def _step(self, batch: int) -> int:
-        return self._epoch * int(self.params["steps"]) + batch + 1
+        return self._epoch * self._steps_per_epoch() + batch + 1
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -253,7 +257,7 @@ class Lookahead(keras.callbacks.Callback):
         if step // self.every <= self._last:
             return
         self._last = step // self.every
-        total = int(self.params["steps"]) * int(self.params["epochs"])
+        total = self._steps_per_epoch() * int(self.params["epochs"])
         self.sync(self.decay * min(1.0, step / total) ** 3)
 
     def sync(self, decay: float) -> None:

@@ -210,7 +210,8 @@ class RunCallbacks:
 
 
 def training_callbacks(run: RunDirectory, config: dict, *, metadata: dict, has_val: bool,
-                       initial_epoch: int, extra=()) -> RunCallbacks:
+                       initial_epoch: int, extra=(), steps_per_epoch: int | None = None
+                       ) -> RunCallbacks:
     """The callbacks of a run, in the order they must see each epoch's logs."""
     import keras
 
@@ -230,7 +231,8 @@ def training_callbacks(run: RunDirectory, config: dict, *, metadata: dict, has_v
     callbacks = [nan_guard, timer, checkpoints, history]
     if config["optimizer"]["lookahead_every"]:
         callbacks.insert(1, Lookahead(config["optimizer"]["lookahead_every"],
-                                      config["optimizer"]["lookahead_decay"]))
+                                      config["optimizer"]["lookahead_decay"],
+                                      steps_per_epoch=steps_per_epoch))
     early = None
     if config["early_stopping"]["patience"]:
         early = keras.callbacks.EarlyStopping(
@@ -437,7 +439,8 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
         _say(f"Resuming at epoch {initial_epoch + 1} of {config['epochs']}", verbose)
 
     parts = training_callbacks(run, config, metadata=meta, has_val=val_ds is not None,
-                               initial_epoch=initial_epoch, extra=list(callbacks))
+                               initial_epoch=initial_epoch, extra=list(callbacks),
+                               steps_per_epoch=steps)
     session_start = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=config["epochs"],
               steps_per_epoch=steps if repeat else None,
