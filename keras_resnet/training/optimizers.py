@@ -47,21 +47,15 @@ def scale_bn_bias_rates(optimizer: keras.optimizers.Optimizer, model: keras.Mode
     """Train every BatchNorm offset (``beta``) of ``model`` at ``multiplier`` times the rate.
 
     airbench trains BatchNorm without scales and its offsets at 64x the rate of the other
-    weights: an offset then moves as far, relative to the unit-variance activations it shifts,
-    as a conv's weights move relative to theirs.
+    weights; its ablations found that this reaches a given accuracy in fewer epochs.
     """
     if multiplier == 1.0:
         return
     from keras_resnet.training.freezing import apply_lr_multipliers
+    from keras_resnet.training.layer_calls import all_layers
 
-    offsets = [layer.beta for layer in _all_layers(model)
+    offsets = [layer.beta for layer in all_layers(model)
                if isinstance(layer, keras.layers.BatchNormalization) and layer.center
                and layer.trainable]
     apply_lr_multipliers(optimizer, offsets, {v.path: multiplier for v in offsets})
 
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
