@@ -31,6 +31,7 @@ def test_model_choices_match_what_create_model_accepts():
     model = C.SCHEMA["model"]
     assert model["stem"].choices == factory.STEMS
     assert model["shortcut"].choices == factory.SHORTCUTS
+    assert model["pooling"].choices == factory.POOLINGS
 def test_recipe_he2016_is_the_paper_schedule_in_epochs():
     config = C.resolve_config("cifar10_he2016")
     assert config["optimizer"]["lr"] == 0.1 and config["batch_size"] == 128
@@ -103,6 +104,12 @@ def test_airbench_options_reject_impossible_values():
     assert [e.split(":")[0] for e in info.value.errors] == [
         "model.bn_scale", "optimizer.bn_bias_lr_multiplier", "optimizer.lookahead_every",
         "optimizer.lookahead_decay"]
+
+
+def test_head_options_reject_impossible_values():
+    with pytest.raises(C.ConfigError) as info:
+        C.resolve_config(None, ["model.pooling=min", "model.head_scale=0"])
+    assert [e.split(":")[0] for e in info.value.errors] == ["model.pooling", "model.head_scale"]
 
 
 def test_bad_yaml_and_missing_recipe_give_one_line(tmp_path):

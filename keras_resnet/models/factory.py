@@ -42,6 +42,7 @@ def create_model(
     preprocessing: bool = True,
     bn_scale: bool = True,
     identity_init: bool = False,
+    head_scale: float = 1.0,
 ) -> keras.Model:
     """Build the zoo entry ``name`` as a Keras functional model.
 
@@ -75,6 +76,8 @@ def create_model(
         identity_init: start each conv outside the residual branches (the stem, ResNet-9's
             stage entries) as an identity on its first input channels (airbench's dirac
             initialisation).
+        head_scale: multiply the pooled features by this before the classifier (Page's
+            ResNet-9 scales its logits by 0.125); 1 adds no layer.
     """
     spec = get_spec(name)
     if num_classes is None:
@@ -90,6 +93,7 @@ def create_model(
     _check(pooling in POOLINGS or (pooling is None and not include_top),
            f"pooling must be one of {POOLINGS}" + ("" if include_top else " or None")
            + f", got {pooling!r}")
+    _check(head_scale > 0, f"head_scale must be positive, got {head_scale}")
     _check(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
     _check(0.0 <= drop_path_rate < 1.0, f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
     _check(width_multiplier > 0, f"width_multiplier must be positive, got {width_multiplier}")
@@ -114,5 +118,5 @@ def create_model(
         zero_init_residual=bool(zero_init_residual), drop_path_rate=float(drop_path_rate),
         width_multiplier=float(width_multiplier), classifier_activation=classifier_activation,
         mean=mean, std=std, preprocessing=preprocessing, bn_scale=bool(bn_scale),
-        identity_init=bool(identity_init),
+        identity_init=bool(identity_init), head_scale=float(head_scale),
     )

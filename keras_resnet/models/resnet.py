@@ -189,7 +189,7 @@ def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, includ
                  pooling, dropout: float, zero_init_residual: bool, drop_path_rate: float,
                  width_multiplier: float, classifier_activation, mean, std,
                  preprocessing: bool, bn_scale: bool = True,
-                 identity_init: bool = False) -> keras.Model:
+                 identity_init: bool = False, head_scale: float = 1.0) -> keras.Model:
     """Emit the functional graph of one spec row; arguments are validated by ``create_model``."""
     builder = _Builder(spec, zero_init_residual=zero_init_residual,
                        drop_path_rate=drop_path_rate, width_multiplier=width_multiplier,
@@ -210,6 +210,11 @@ def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, includ
         pool = layers.GlobalMaxPooling2D if pooling == "max" else layers.GlobalAveragePooling2D
         x = pool(name="head_pool")(x)
     if include_top:
+        if head_scale != 1.0:
+            # Page's ResNet-9 multiplies its logits by 1/8; scaling the pooled features instead
+            # trains the same way (same logits and gradients for a bias-free classifier) and
+            # leaves "predictions" the last weighted layer, where fine-tuning swaps heads.
+            x = layers.Rescaling(head_scale, name="head_scale")(x)
         if dropout > 0:
             x = layers.Dropout(dropout, name="head_dropout")(x)
         # float32 classifier: logits and probabilities keep full precision under mixed precision.

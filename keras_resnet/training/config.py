@@ -63,6 +63,10 @@ SCHEMA: dict = {
         "bn_scale": F(True, "bool", "learn BatchNorm scales (false: fixed at 1, as airbench)"),
         "identity_init": F(False, "bool", "start the convs outside residual branches as "
                            "identities (airbench's dirac init)"),
+        "pooling": F("avg", "str", "global pooling before the classifier (Page's ResNet-9: max)",
+                     choices=("avg", "max")),
+        "head_scale": F(1.0, "float", "multiply the pooled features by this before the "
+                        "classifier (Page's ResNet-9: 0.125)", minimum=0, exclusive=True),
         "shortcut": F(None, "str", "override the zoo entry's shortcut",
                       choices=("projection", "avgpool", "zeropad"), nullable=True),
         "stem": F(None, "str", "override the zoo entry's stem (whitening: frozen 2x2 "

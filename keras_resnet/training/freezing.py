@@ -1,8 +1,8 @@
 """Freezing a zoo ResNet by depth, and learning rates per depth.
 
 Both key on the zoo's stable layer names: ``stem_*``, ``stageN_blockM_*``, ``post_*`` (the
-final BatchNorm of pre-activation nets) form the backbone; ``head_pool``, ``head_dropout``,
-``predictions`` and ``probabilities`` the head.
+final BatchNorm of pre-activation nets) form the backbone; ``head_pool``, ``head_scale``,
+``head_dropout``, ``predictions`` and ``probabilities`` the head.
 
 Frozen layers get ``trainable = False``. For a ``BatchNormalization`` layer Keras 3 then also
 runs it in inference mode (moving statistics used and left unchanged, even inside ``fit``):
@@ -18,7 +18,7 @@ import keras
 from keras_resnet.models.whitening import WHITENING_LAYER
 
 FREEZE_CHOICES = ("none", "stem", "stage1", "stage2", "stage3", "stage4", "backbone")
-HEAD_LAYERS = ("head_pool", "head_dropout", "predictions", "probabilities")
+HEAD_LAYERS = ("head_pool", "head_scale", "head_dropout", "predictions", "probabilities")
 UNWEIGHTED_INPUT_LAYERS = ("images", "preprocess")
 
 _PART = re.compile(r"^(stem|stage\d+|post)_")

@@ -216,15 +216,18 @@ def replace_head(model: keras.Model, num_classes: int, *, dropout: float | None 
     """``model`` with a new, freshly initialised classifier for ``num_classes`` classes.
 
     The backbone layers are shared with ``model`` (same weights, no copy). The head is built
-    as ``create_model`` builds it (``head_pool`` -> ``head_dropout`` -> float32
-    ``predictions`` -> ``probabilities``), so the result saves and reloads like any zoo model.
+    as ``create_model`` builds it (``head_pool`` -> ``head_scale`` if the source has one ->
+    ``head_dropout`` -> float32 ``predictions`` -> ``probabilities``), so the result saves and reloads like any zoo model.
     ``dropout=None`` keeps the source's head dropout rate.
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     names = [layer.name for layer in model.layers]
     if "head_pool" in names:
-        features = model.get_layer("head_pool").output
+        # A scaled head (model.head_scale) keeps its scale: it sets how fast the classifier
+        # learns.
+        last = "head_scale" if "head_scale" in names else "head_pool"
+        features = model.get_layer(last).output
     else:
         features = model.output
         if len(features.shape) != 4:
