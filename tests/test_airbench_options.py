@@ -146,3 +146,20 @@ def test_a_lookahead_run_resumes_with_a_fresh_slow_copy(tmp_path):
     assert second.metrics["epochs"] == 2 and second.metrics["resumed_from_epoch"] == 1
     assert second.metrics["averaged_weights"] == "lookahead"
     assert np.isfinite(second.metrics["val_loss"])
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_bn_momentum_sets_how_fast_the_moving_statistics_follow(fused):
+    from keras_resnet.training.fused_batchnorm import use_fused_batchnorm
+
+    model = create_model("resnet20", num_classes=10, input_shape=(32, 32, 3), bn_momentum=0.4)
+    assert {bn.momentum for bn in _batchnorms(model)} == {0.4}
+    if fused:
+        assert use_fused_batchnorm(model) == 19
+    images = np.random.default_rng(2).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    stem = keras.Model(model.input, model.get_layer("stem_conv").output)
+    batch_mean = keras.ops.convert_to_numpy(stem(images)).mean(axis=(0, 1, 2))
+    model(images, training=True)
+    moving = keras.ops.convert_to_numpy(model.get_layer("stem_bn").moving_mean)
+    # The moving mean starts at 0: one step leaves (1 - momentum) of the batch mean.
+    np.testing.assert_allclose(moving, 0.6 * batch_mean, rtol=1e-3, atol=1e-4)

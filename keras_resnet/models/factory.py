@@ -43,6 +43,7 @@ def create_model(
     bn_scale: bool = True,
     identity_init: bool = False,
     head_scale: float = 1.0,
+    bn_momentum: float = 0.9,
 ) -> keras.Model:
     """Build the zoo entry ``name`` as a Keras functional model.
 
@@ -78,6 +79,9 @@ def create_model(
             initialisation).
         head_scale: multiply the pooled features by this before the classifier (Page's
             ResNet-9 scales its logits by 0.125); 1 adds no layer.
+        bn_momentum: BatchNorm moving-statistics momentum, Keras's convention (``moving =
+            momentum * moving + (1 - momentum) * batch``). 0.9 is PyTorch's default; airbench
+            uses 0.4 so the statistics keep up with fast-moving BatchNorm offsets.
     """
     spec = get_spec(name)
     if num_classes is None:
@@ -93,6 +97,7 @@ def create_model(
     _check(pooling in POOLINGS or (pooling is None and not include_top),
            f"pooling must be one of {POOLINGS}" + ("" if include_top else " or None")
            + f", got {pooling!r}")
+    _check(0.0 <= bn_momentum < 1.0, f"bn_momentum must be in [0, 1), got {bn_momentum}")
     _check(head_scale > 0, f"head_scale must be positive, got {head_scale}")
     _check(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
     _check(0.0 <= drop_path_rate < 1.0, f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
@@ -119,4 +124,5 @@ def create_model(
         width_multiplier=float(width_multiplier), classifier_activation=classifier_activation,
         mean=mean, std=std, preprocessing=preprocessing, bn_scale=bool(bn_scale),
         identity_init=bool(identity_init), head_scale=float(head_scale),
+        bn_momentum=float(bn_momentum),
     )

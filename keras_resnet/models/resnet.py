@@ -23,8 +23,9 @@ class _Builder:
     """Holds the spec and options while the graph is emitted, so each helper stays short."""
 
     def __init__(self, spec: dict, *, zero_init_residual: bool, drop_path_rate: float,
-                 width_multiplier: float, bn_scale: bool = True):
+                 width_multiplier: float, bn_scale: bool = True, bn_momentum: float = 0.9):
         self.spec = spec
+        self.bn_momentum = bn_momentum
         self.zero_init_residual = zero_init_residual
         self.bn_scale = bn_scale
         # Convs outside residual branches and shortcuts (stem, ResNet-9 stage entries): the
@@ -56,7 +57,7 @@ class _Builder:
         # Without learned scales (bn_scale=False) a zero-initialised branch end keeps its
         # scale: a scale fixed at zero would shut the branch for good.
         return layers.BatchNormalization(
-            epsilon=self.spec["bn_epsilon"], momentum=0.9, scale=self.bn_scale or zero_gamma,
+            epsilon=self.spec["bn_epsilon"], momentum=self.bn_momentum, scale=self.bn_scale or zero_gamma,
             gamma_initializer="zeros" if zero_gamma else "ones", name=name,
         )(x)
 
@@ -189,11 +190,12 @@ def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, includ
                  pooling, dropout: float, zero_init_residual: bool, drop_path_rate: float,
                  width_multiplier: float, classifier_activation, mean, std,
                  preprocessing: bool, bn_scale: bool = True,
-                 identity_init: bool = False, head_scale: float = 1.0) -> keras.Model:
+                 identity_init: bool = False, head_scale: float = 1.0,
+                 bn_momentum: float = 0.9) -> keras.Model:
     """Emit the functional graph of one spec row; arguments are validated by ``create_model``."""
     builder = _Builder(spec, zero_init_residual=zero_init_residual,
                        drop_path_rate=drop_path_rate, width_multiplier=width_multiplier,
-                       bn_scale=bn_scale)
+                       bn_scale=bn_scale, bn_momentum=bn_momentum)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs
     if preprocessing:
