@@ -64,7 +64,7 @@ SCHEMA: dict = {
         "identity_init": F(False, "bool", "start the convs outside residual branches as "
                            "identities (airbench's dirac init)"),
         "bn_momentum": F(0.9, "float", "BatchNorm moving-statistics momentum (Keras's "
-                         "convention; airbench: 0.4)", minimum=0, maximum=0.999),
+                         "convention; airbench, at batch 1024: 0.4)", minimum=0, maximum=0.999),
         "pooling": F("avg", "str", "global pooling before the classifier (Page's ResNet-9: max)",
                      choices=("avg", "max")),
         "head_scale": F(1.0, "float", "multiply the pooled features by this before the "
