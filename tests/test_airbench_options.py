@@ -51,14 +51,18 @@ def test_identity_init_passes_the_first_channels_through_each_plain_conv():
 
 
 def test_options_save_and_load_with_plain_keras(tmp_path):
+    """Every model option of the cifar10_fast recipe survives a plain Keras save and load."""
     model = create_model("resnet9", num_classes=10, input_shape=(32, 32, 3), width_multiplier=0.25,
-                         bn_scale=False, identity_init=True, zero_init_residual=True)
+                         bn_scale=False, identity_init=True, zero_init_residual=True,
+                         bn_momentum=0.4, pooling="max", head_scale=0.125)
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
     images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0),
                                atol=1e-6)
+    assert loaded.get_layer("head_scale").scale == 0.125
+    assert {bn.momentum for bn in _batchnorms(loaded)} == {0.4}
 
 
 def _one_sgd_step(model, multiplier):

@@ -32,6 +32,8 @@ def test_model_choices_match_what_create_model_accepts():
     assert model["stem"].choices == factory.STEMS
     assert model["shortcut"].choices == factory.SHORTCUTS
     assert model["pooling"].choices == factory.POOLINGS
+
+
 def test_recipe_he2016_is_the_paper_schedule_in_epochs():
     config = C.resolve_config("cifar10_he2016")
     assert config["optimizer"]["lr"] == 0.1 and config["batch_size"] == 128

@@ -57,7 +57,8 @@ class _Builder:
         # Without learned scales (bn_scale=False) a zero-initialised branch end keeps its
         # scale: a scale fixed at zero would shut the branch for good.
         return layers.BatchNormalization(
-            epsilon=self.spec["bn_epsilon"], momentum=self.bn_momentum, scale=self.bn_scale or zero_gamma,
+            epsilon=self.spec["bn_epsilon"], momentum=self.bn_momentum,
+            scale=self.bn_scale or zero_gamma,
             gamma_initializer="zeros" if zero_gamma else "ones", name=name,
         )(x)
 

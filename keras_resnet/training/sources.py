@@ -217,7 +217,8 @@ def replace_head(model: keras.Model, num_classes: int, *, dropout: float | None 
 
     The backbone layers are shared with ``model`` (same weights, no copy). The head is built
     as ``create_model`` builds it (``head_pool`` -> ``head_scale`` if the source has one ->
-    ``head_dropout`` -> float32 ``predictions`` -> ``probabilities``), so the result saves and reloads like any zoo model.
+    ``head_dropout`` -> float32 ``predictions`` -> ``probabilities``), so the result saves and
+    reloads like any zoo model.
     ``dropout=None`` keeps the source's head dropout rate.
     """
     if not isinstance(num_classes, int) or num_classes < 1:
