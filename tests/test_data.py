@@ -93,6 +93,16 @@ def test_folder_split_is_stratified_deterministic_and_disjoint(cifar_small):
     np.testing.assert_array_equal(vx[0], read_image(data.splits["val"].files[0]))
 
 
+def test_jpeg_pixels_match_pillow_exactly(cifar_small):
+    """The pipeline decodes JPEGs as Pillow does (libjpeg's accurate DCT), not with the fast
+    DCT that tf.io.decode_image uses, which is ~1 level per pixel off on these files."""
+    data = load_data(str(cifar_small), batch_size=32, val_split=0.1, seed=1)
+    vx, _ = _collect(data.val)
+    with_pillow = np.stack([np.asarray(Image.open(f).convert("RGB"))
+                            for f in data.splits["val"].files])
+    np.testing.assert_array_equal(vx, with_pillow)
+
+
 def test_folder_with_split_subfolders(tmp_path):
     root = tmp_path / "data"
     cifar_subset(root / "train", per_class=6, classes=["cat", "dog", "ship"])
