@@ -21,7 +21,8 @@ ALL_ARTIFACTS = {"saved_model", "model.onnx", "model.tflite", "model_float16.tfl
                  "model_dynamic.tflite", "model_int8.tflite"}
 GATES = {"none": ("max_abs_diff", 1e-5), "float16": ("max_abs_diff", 1e-2),
          "dynamic": ("top1_agreement", 0.99), "int8": ("top1_agreement", 0.98)}
-TRAIN_EPOCHS = 10
+TRAIN_EPOCHS = 15
+STEPS_PER_EPOCH = 4  # 200 images in batches of 50
 
 
 def _images(folder, count=None):
@@ -53,7 +54,10 @@ def _train(arch, folder, path):
     keras.utils.set_random_seed(0)
     data = load_data(str(folder), batch_size=50, image_size=32, val_split=0.0, cache=False)
     model = create_model(arch, num_classes=10, input_shape=(32, 32, 3))
-    model.compile(keras.optimizers.Adam(2e-3), "sparse_categorical_crossentropy")
+    # Annealed to zero so the last epoch settles the model instead of leaving it mid-step:
+    # at a constant rate a few images ended with top-two margins under 0.01.
+    rate = keras.optimizers.schedules.CosineDecay(2e-3, TRAIN_EPOCHS * STEPS_PER_EPOCH)
+    model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy")
     model.fit(data.train, epochs=TRAIN_EPOCHS, verbose=0)
     save_model(model, path, {"class_names": data.class_names, "arch": arch,
                              "image_size": [32, 32]})
@@ -115,7 +119,11 @@ def keras_reference(keras_model, parity_images):
 
 
 def test_the_test_model_is_confident(keras_reference):
-    assert keras_reference.max(axis=1).mean() > 0.5
+    """int8 may flip images whose top two probabilities nearly tie; the int8 gate allows 2% of
+    disagreement, so at most 1% of the parity images may be that close."""
+    top_two = np.sort(keras_reference, axis=1)[:, -2:]
+    assert top_two[:, 1].mean() > 0.5
+    assert (top_two[:, 1] - top_two[:, 0] < 0.05).mean() <= 0.01
 
 
 def test_every_format_and_quantization_passes_the_gate(exported):
