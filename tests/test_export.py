@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,7 @@ ALL_ARTIFACTS = {"saved_model", "model.onnx", "model.tflite", "model_float16.tfl
 GATES = {"none": ("max_abs_diff", 1e-5), "float16": ("max_abs_diff", 1e-2),
          "dynamic": ("top1_agreement", 0.99), "int8": ("top1_agreement", 0.98)}
 TRAIN_EPOCHS = 15
-STEPS_PER_EPOCH = 4  # 200 images in batches of 50
+BATCH_SIZE = 50
 
 
 def _images(folder, count=None):
@@ -52,11 +53,12 @@ def _train(arch, folder, path):
     from keras_resnet.models import create_model, save_model
 
     keras.utils.set_random_seed(0)
-    data = load_data(str(folder), batch_size=50, image_size=32, val_split=0.0, cache=False)
+    data = load_data(str(folder), batch_size=BATCH_SIZE, image_size=32, val_split=0.0, cache=False)
     model = create_model(arch, num_classes=10, input_shape=(32, 32, 3))
     # Annealed to zero so the last epoch settles the model instead of leaving it mid-step:
     # at a constant rate the ResNet-20 ended with two of its images at top-two margins under 0.05.
-    rate = keras.optimizers.schedules.CosineDecay(2e-3, TRAIN_EPOCHS * STEPS_PER_EPOCH)
+    steps = TRAIN_EPOCHS * math.ceil(data.num_examples["train"] / BATCH_SIZE)
+    rate = keras.optimizers.schedules.CosineDecay(2e-3, steps)
     model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy")
     model.fit(data.train, epochs=TRAIN_EPOCHS, verbose=0)
     save_model(model, path, {"class_names": data.class_names, "arch": arch,
