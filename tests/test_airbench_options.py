@@ -54,7 +54,7 @@ def test_options_save_and_load_with_plain_keras(tmp_path):
     """Every model option of the cifar10_fast recipe survives a plain Keras save and load."""
     model = create_model("resnet9", num_classes=10, input_shape=(32, 32, 3), width_multiplier=0.25,
                          bn_scale=False, identity_init=True, zero_init_residual=True,
-                         bn_momentum=0.4, pooling="max", head_scale=0.125)
+                         bn_momentum=0.4, pooling="max", head_scale=0.125, activation="gelu")
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
@@ -63,6 +63,32 @@ def test_options_save_and_load_with_plain_keras(tmp_path):
                                atol=1e-6)
     assert loaded.get_layer("head_scale").scale == 0.125
     assert {bn.momentum for bn in _batchnorms(loaded)} == {0.4}
+    assert loaded.get_layer("stage1_block1_gelu1").activation is keras.activations.gelu
+
+
+@pytest.mark.parametrize("arch", ["resnet9", "resnet20", "resnet50d", "resnetv2_50"])
+def test_activation_replaces_every_relu_and_nothing_else(arch):
+    kwargs = dict(num_classes=10, input_shape=(32, 32, 3), width_multiplier=0.25,
+                  classifier_activation=None)
+    relu = create_model(arch, **kwargs)
+    gelu = create_model(arch, activation="gelu", **kwargs)
+    relus = [layer.name for layer in relu.layers if isinstance(layer, keras.layers.ReLU)]
+    gelus = [layer.name for layer in gelu.layers if isinstance(layer, keras.layers.Activation)
+             and layer.activation is keras.activations.gelu]
+    assert len(relus) == len(gelus) > 0
+    assert not any(isinstance(layer, keras.layers.ReLU) for layer in gelu.layers)
+    # Same graph otherwise: same weights, and the ReLU model's names with "gelu" for "relu".
+    assert gelu.count_params() == relu.count_params()
+    assert gelus == [name.replace("relu", "gelu") for name in relus]
+    # GELU, unlike ReLU, passes a little of the negative inputs: the outputs differ.
+    gelu.set_weights(relu.get_weights())
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    assert not np.allclose(gelu.predict(images, verbose=0), relu.predict(images, verbose=0))
+
+
+def test_an_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        create_model("resnet20", activation="tanh")
 
 
 def _one_sgd_step(model, multiplier):

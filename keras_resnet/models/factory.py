@@ -10,6 +10,7 @@ POOLINGS = ("avg", "max")
 SHORTCUTS = ("projection", "avgpool", "zeropad")
 STEMS = ("imagenet", "deep", "cifar", "whitening")
 CLASSIFIER_ACTIVATIONS = ("softmax", "sigmoid", None)
+ACTIVATIONS = ("relu", "gelu", "silu")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -44,6 +45,7 @@ def create_model(
     identity_init: bool = False,
     head_scale: float = 1.0,
     bn_momentum: float = 0.9,
+    activation: str = "relu",
 ) -> keras.Model:
     """Build the zoo entry ``name`` as a Keras functional model.
 
@@ -82,6 +84,8 @@ def create_model(
         bn_momentum: BatchNorm moving-statistics momentum, Keras's convention (``moving =
             momentum * moving + (1 - momentum) * batch``). 0.9 is PyTorch's default (its
             ``momentum=0.1``); airbench, at batch 1024, uses 0.4.
+        activation: the nonlinearity after every BatchNorm: ``"relu"`` (the ResNet papers),
+            ``"gelu"`` (airbench; exact, not the tanh approximation) or ``"silu"``.
     """
     spec = get_spec(name)
     if num_classes is None:
@@ -98,6 +102,8 @@ def create_model(
            f"pooling must be one of {POOLINGS}" + ("" if include_top else " or None")
            + f", got {pooling!r}")
     _check(0.0 <= bn_momentum < 1.0, f"bn_momentum must be in [0, 1), got {bn_momentum}")
+    _check(activation in ACTIVATIONS,
+           f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     _check(head_scale > 0, f"head_scale must be positive, got {head_scale}")
     _check(0.0 <= dropout < 1.0, f"dropout must be in [0, 1), got {dropout}")
     _check(0.0 <= drop_path_rate < 1.0, f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
@@ -124,5 +130,5 @@ def create_model(
         width_multiplier=float(width_multiplier), classifier_activation=classifier_activation,
         mean=mean, std=std, preprocessing=preprocessing, bn_scale=bool(bn_scale),
         identity_init=bool(identity_init), head_scale=float(head_scale),
-        bn_momentum=float(bn_momentum),
+        bn_momentum=float(bn_momentum), activation=activation,
     )

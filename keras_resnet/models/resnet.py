@@ -23,8 +23,10 @@ class _Builder:
     """Holds the spec and options while the graph is emitted, so each helper stays short."""
 
     def __init__(self, spec: dict, *, zero_init_residual: bool, drop_path_rate: float,
-                 width_multiplier: float, bn_scale: bool = True, bn_momentum: float = 0.9):
+                 width_multiplier: float, bn_scale: bool = True, bn_momentum: float = 0.9,
+                 activation: str = "relu"):
         self.spec = spec
+        self.activation = activation
         self.bn_momentum = bn_momentum
         self.zero_init_residual = zero_init_residual
         self.bn_scale = bn_scale
@@ -62,11 +64,18 @@ class _Builder:
             gamma_initializer="zeros" if zero_gamma else "ones", name=name,
         )(x)
 
+    def act(self, x, name):
+        """The network's nonlinearity. ReLU keeps its ``*_relu*`` layer names; another
+        activation (airbench's GELU) takes its own name in their place (``stem_gelu``)."""
+        if self.activation == "relu":
+            return layers.ReLU(name=name)(x)
+        return layers.Activation(self.activation, name=name.replace("relu", self.activation))(x)
+
     def conv_bn_relu(self, x, filters, kernel, stride, name, suffix=""):
         self.plain_convs.append(f"{name}_conv{suffix}")
         x = self.conv(x, filters, kernel, stride, f"{name}_conv{suffix}", normalized=True)
         x = self.bn(x, f"{name}_bn{suffix}")
-        return layers.ReLU(name=f"{name}_relu{suffix}")(x)
+        return self.act(x, f"{name}_relu{suffix}")
 
     # -- stem ----------------------------------------------------------------------------------
     def stem(self, x):
@@ -77,7 +86,7 @@ class _Builder:
             x = layers.Conv2D(WHITENING_FILTERS, PATCH_SIZE, padding="valid", use_bias=False,
                               trainable=False, name=WHITENING_LAYER)(x)
             x = self.bn(x, "stem_bn")
-            x = layers.ReLU(name="stem_relu")(x)
+            x = self.act(x, "stem_relu")
         elif kind == "deep":
             x = self.conv_bn_relu(x, self.width(32), 3, 2, "stem", "1")
             x = self.conv_bn_relu(x, self.width(32), 3, 1, "stem", "2")
@@ -88,7 +97,7 @@ class _Builder:
             x = self.conv(x, stem_width, kernel, stride, "stem_conv", normalized=not preact)
             if not preact:
                 x = self.bn(x, "stem_bn")
-                x = layers.ReLU(name="stem_relu")(x)
+                x = self.act(x, "stem_relu")
         if kind in ("imagenet", "deep"):
             x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
             x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
@@ -133,7 +142,7 @@ class _Builder:
         preact = self.spec["preact"]
         if preact:
             y = self.bn(x, f"{name}_preact_bn")
-            y = layers.ReLU(name=f"{name}_preact_relu")(y)
+            y = self.act(y, f"{name}_preact_relu")
             # The projection sees the normalised input; an identity/pooled shortcut the raw one.
             shortcut_input = y if (x.shape[-1] != out_channels) else x
         else:
@@ -149,7 +158,7 @@ class _Builder:
             y = self.conv(y, f, k, s, f"{name}_conv{i}", normalized=True)
             y = self.bn(y, f"{name}_bn{i}", zero_gamma=is_last and self.zero_init_residual)
             if not is_last:
-                y = layers.ReLU(name=f"{name}_relu{i}")(y)
+                y = self.act(y, f"{name}_relu{i}")
         rate = self.drop_path_rate * self.block_index / max(1, self.total_blocks - 1)
         self.block_index += 1
         if rate > 0:
@@ -158,7 +167,7 @@ class _Builder:
             y = layers.Dropout(rate, noise_shape=(None, 1, 1, 1), name=f"{name}_drop_path")(y)
         x = layers.Add(name=f"{name}_add")([shortcut, y])
         if not preact:
-            x = layers.ReLU(name=f"{name}_out")(x)
+            x = self.act(x, f"{name}_out")
         return x
 
     def stages(self, x):
@@ -183,7 +192,7 @@ class _Builder:
                 x = self.block(x, self.width(filters), stride, f"stage{s}_block{b}")
         if spec["preact"]:
             x = self.bn(x, "post_bn")
-            x = layers.ReLU(name="post_relu")(x)
+            x = self.act(x, "post_relu")
         return x
 
 
@@ -192,11 +201,11 @@ def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, includ
                  width_multiplier: float, classifier_activation, mean, std,
                  preprocessing: bool, bn_scale: bool = True,
                  identity_init: bool = False, head_scale: float = 1.0,
-                 bn_momentum: float = 0.9) -> keras.Model:
+                 bn_momentum: float = 0.9, activation: str = "relu") -> keras.Model:
     """Emit the functional graph of one spec row; arguments are validated by ``create_model``."""
     builder = _Builder(spec, zero_init_residual=zero_init_residual,
                        drop_path_rate=drop_path_rate, width_multiplier=width_multiplier,
-                       bn_scale=bn_scale, bn_momentum=bn_momentum)
+                       bn_scale=bn_scale, bn_momentum=bn_momentum, activation=activation)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs
     if preprocessing:

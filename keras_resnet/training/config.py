@@ -65,6 +65,8 @@ SCHEMA: dict = {
                            "identities (airbench's dirac init)"),
         "bn_momentum": F(0.9, "float", "BatchNorm moving-statistics momentum (Keras's "
                          "convention; airbench, at batch 1024: 0.4)", minimum=0, maximum=0.999),
+        "activation": F("relu", "str", "the network's nonlinearity (airbench: gelu)",
+                        choices=("relu", "gelu", "silu")),
         "pooling": F("avg", "str", "global pooling before the classifier (Page's ResNet-9: max)",
                      choices=("avg", "max")),
         "head_scale": F(1.0, "float", "multiply the pooled features by this before the "
