@@ -67,6 +67,28 @@ def test_resnet9_matches_page():
     assert model_info("resnet9", 32)["depth"] == 9
 
 
+# airbench94 (Jordan 2024): six 3x3 convs of 24-64, 64-64, 64-256 and 3 x 256-256 weights
+# (1,967,616), BatchNorm offsets only (1,152), a learned whitening bias (24) and a bias-free
+# 256 -> 10 classifier (2,560) train 1,971,352 parameters. Ours has the stem BatchNorm's 24
+# offsets in place of the whitening bias, and a classifier bias: 10 more.
+AIRBENCH94_TRAINABLE = 1_971_352 + 10
+
+
+def test_airbench94_matches_airbench():
+    model = create_model("airbench94", bn_scale=False)
+    assert count_trainable_params(model) == AIRBENCH94_TRAINABLE
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [24, 64, 64, 256, 256, 256, 256]
+    assert not any(isinstance(l, keras.layers.Add) for l in model.layers)  # no shortcuts
+    # Each stage pools straight after its entry conv, before BatchNorm (airbench's order).
+    for s in (1, 2, 3):
+        assert isinstance(model.get_layer(f"stage{s}_entry_pool")._inbound_nodes[0]
+                          .input_tensors[0]._keras_history.operation, keras.layers.Conv2D)
+    assert model_info("airbench94", 32)["depth"] == 8
+    assert _output_shape(create_model("airbench94", include_top=False, pooling=None),
+                         32) == (2, 3, 3, 256)
+
+
 @pytest.mark.parametrize("ours, theirs, params", [
     ("keras_resnet50", keras.applications.ResNet50, 25_636_712),
     ("keras_resnet50v2", keras.applications.ResNet50V2, 25_613_800),
@@ -97,13 +119,16 @@ def test_output_shapes_with_and_without_top(name):
     classes = spec.get("default_classes", 1000)
     channels = spec["widths"][-1] * (4 if spec["block"] == "bottleneck" else 1)
     downsampling_stages = len(spec["layers"]) - (spec.get("stage_entry") != "conv_pool")
-    total_stride = (1 if spec["stem"] == "cifar" else 4) * 2 ** downsampling_stages
+    total_stride = (4 if spec["stem"] in ("imagenet", "deep") else 1) * 2 ** downsampling_stages
     with keras.StatelessScope():  # shapes only: skip initialising the weights
         without_top = create_model(name, include_top=False, pooling=None)
     for size in (32, 224):
         # model_info builds the full model (with top) at this fixed size.
         assert model_info(name, size)["num_classes"] == classes
         side = -(-size // total_stride)  # ceil: every downsampling rounds up
+        if spec["stem"] == "whitening":
+            # A 2x2 "valid" conv takes a pixel off, and the 2x2 max pools round down.
+            side = (size - 1) // total_stride
         assert _output_shape(without_top, size) == (2, side, side, channels)
 
 

@@ -5,12 +5,14 @@ are applied on top. Adding a variant (ResNet-200, a wide ResNet) is adding a row
 
 Row keys (see ``keras_resnet.models.resnet.build_resnet`` for their meaning):
 
-- ``block``: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1, 3x3, 1x1 with expansion 4).
+- ``block``: ``"basic"`` (two 3x3 convs), ``"bottleneck"`` (1x1, 3x3, 1x1 with expansion 4) or
+  ``"plain"`` (one 3x3 conv + BN + activation, no shortcut: airbench).
 - ``layers``: residual blocks per stage; ``widths``: the base filters of each stage;
   ``stem_width`` (optional): the stem's filters when they differ from the first stage's.
 - ``stage_entry`` (optional): ``"block"`` (default: the first block of a stage downsamples) or
   ``"conv_pool"`` (each stage opens with a 3x3 conv + BN + ReLU and a 2x2 max pool, and its
-  residual blocks keep the shape: ResNet-9).
+  residual blocks keep the shape: ResNet-9); ``entry_pool``: ``"after_relu"`` (default) or
+  ``"before_bn"`` (pool right after the conv, as airbench does).
 - ``stem``: ``"imagenet"`` (7x7/2 conv + 3x3/2 max pool), ``"deep"`` (three 3x3 convs + max pool,
   ResNet-C/D), ``"cifar"`` (one 3x3 conv, no pooling) or ``"whitening"`` (a frozen 2x2
   patch-whitening conv initialised from data: ``keras_resnet.models.whitening``).
@@ -94,6 +96,13 @@ ZOO: dict[str, dict] = {
     # pooling like every other entry (Page's pools by max and scales the logits by 1/8).
     "resnet9": dict(_SMALL_INPUT, block="basic", layers=(1, 0, 1), widths=(128, 256, 512),
                     stem_width=64, stage_entry="conv_pool", family="resnet9"),
+    # airbench94's network (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds"): not residual, but
+    # ResNet-9's layout with one plain conv after each stage entry, 64-256-256 wide, a
+    # patch-whitening stem, and pooling straight after each entry conv. The fastest known
+    # CIFAR-10 trainer; the cifar10_fast recipe's network.
+    "airbench94": dict(_SMALL_INPUT, block="plain", layers=(1, 1, 1), widths=(64, 256, 256),
+                       stem="whitening", stage_entry="conv_pool", entry_pool="before_bn",
+                       family="airbench"),
     # Exact layouts of keras.applications (v1: stride on the first 1x1, conv biases).
     "keras_resnet50": dict(_KERAS_V1, layers=(3, 4, 6, 3)),
     "keras_resnet101": dict(_KERAS_V1, layers=(3, 4, 23, 3)),
@@ -121,6 +130,6 @@ def get_spec(name: str) -> dict:
 
 def depth(spec: dict) -> int:
     """Weighted layer count as in the papers (convs on the main path + the classifier)."""
-    convs_per_block = 2 if spec["block"] == "basic" else 3
+    convs_per_block = {"plain": 1, "basic": 2, "bottleneck": 3}[spec["block"]]
     entry_convs = len(spec["layers"]) if spec.get("stage_entry") == "conv_pool" else 0
     return convs_per_block * sum(spec["layers"]) + entry_convs + 2
