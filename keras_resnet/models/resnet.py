@@ -249,7 +249,8 @@ def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, includ
         if dropout > 0:
             x = layers.Dropout(dropout, name="head_dropout")(x)
         # float32 classifier: logits and probabilities keep full precision under mixed precision.
-        x = layers.Dense(num_classes, dtype="float32", name="predictions")(x)
+        x = layers.Dense(num_classes, use_bias=spec.get("classifier_bias", True),
+                         dtype="float32", name="predictions")(x)
         if classifier_activation is not None:
             x = layers.Activation(classifier_activation, dtype="float32", name="probabilities")(x)
     model = keras.Model(inputs, x, name=name)
