@@ -22,7 +22,10 @@ from keras_resnet.training.rundir import RunDirectory, read_history
 
 REPO = Path(__file__).resolve().parents[1]
 # 4 classes (chance 25%), 1,600 training images: ResNet-20 reaches ~80% in 200 steps.
-LEARN = ["data.spec=shapes:classes=4,train=1600,val=200", "epochs=4", "batch_size=32",
+# 8 epochs: ResNet-20 sits near chance for 2-4 epochs before it takes off, and when depends on
+# the seed and the CPU's kernels (after 4 epochs: 42% here on an AVX2 CPU, over 50% on one with
+# AVX-512; after 8: 84.5% and 79.5% for seeds 0 and 1 on the AVX2 CPU).
+LEARN = ["data.spec=shapes:classes=4,train=1600,val=200", "epochs=8", "batch_size=32",
          "optimizer.lr=0.05", "data.augment=none", "tensorboard=false", "verbose=0",
          "checkpoint.save_freq=20"]
 # Just enough data to exercise the machinery.
@@ -62,17 +65,17 @@ def test_run_directory_is_complete(trained):
         assert (run / name).is_file(), name
     assert not [p for p in run.rglob(".*") if p.is_file()], "temporary files left behind"
     rows = read_history(run / "history.csv")
-    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert [r["epoch"] for r in rows] == list(range(8))
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= rows[0].keys()
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "epochs",
                 "wall_time_s", "images_per_second", "precision"):
         assert key in metrics, key
-    assert metrics["epochs"] == 4 and metrics["val_accuracy"] == rows[-1]["val_accuracy"]
+    assert metrics["epochs"] == 8 and metrics["val_accuracy"] == rows[-1]["val_accuracy"]
     assert metrics["precision"] in ("float32", "mixed_bfloat16", "mixed_float16")
     # The step-level backup also records each finished epoch.
     backup = json.loads((run / "checkpoints/backup/training_metadata.json").read_text())
-    assert backup["epoch"] == 4
+    assert backup["epoch"] == 8
 
     import yaml
 
@@ -80,7 +83,7 @@ def test_run_directory_is_complete(trained):
     from keras_resnet.training.config import validate
 
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert validate(saved) == trained.config and saved["epochs"] == 4
+    assert validate(saved) == trained.config and saved["epochs"] == 8
     meta = read_metadata(run / "best.keras")
     assert meta["class_names"] == ["circle", "square", "triangle", "cross"]
     assert meta["arch"] == "resnet20" and meta["image_size"] == [32, 32]
