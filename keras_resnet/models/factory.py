@@ -77,8 +77,8 @@ def create_model(
             offsets: ``optimizer.bn_bias_lr_multiplier``); the zero-initialised last BatchNorm
             of a residual branch keeps its scale.
         identity_init: start each conv outside the residual branches (the stem, ResNet-9's
-            stage entries) as an identity on its first input channels (airbench's dirac
-            initialisation).
+            stage entries, every conv of ``airbench94``) as an identity on its first input
+            channels (airbench's dirac initialisation).
         head_scale: multiply the pooled features by this before the classifier (Page's
             ResNet-9 scales its logits by 0.125); 1 adds no layer.
         bn_momentum: BatchNorm moving-statistics momentum, Keras's convention (``moving =
