@@ -137,15 +137,10 @@ class _Builder:
         s1, s2 = (stride, 1) if self.spec["stride_in"] == "conv1" else (1, stride)
         return [(filters, 1, s1), (filters, 3, s2), (out, 1, 1)], out
 
-    def plain_block(self, x, filters, name):
-        """One conv + BN + activation with no shortcut (airbench's second conv of a group)."""
-        self.plain_convs.append(f"{name}_conv1")
-        x = self.conv(x, filters, 3, 1, f"{name}_conv1", normalized=True)
-        return self.act(self.bn(x, f"{name}_bn1"), f"{name}_relu1")
-
     def block(self, x, filters, stride, name):
         if self.spec["block"] == "plain":
-            return self.plain_block(x, filters, name)
+            # One conv + BN + activation, no shortcut (airbench's second conv of a group).
+            return self.conv_bn_relu(x, filters, 3, stride, name, "1")
         convs, out_channels = self.branch_convs(filters, stride)
         preact = self.spec["preact"]
         if preact:
@@ -182,13 +177,15 @@ class _Builder:
         """A conv_pool stage entry: conv, BN, activation and a 2x2 max pool. airbench pools
         right after the conv (``entry_pool: "before_bn"``), so BN and activation run on a
         quarter of the pixels."""
-        if self.spec.get("entry_pool", "after_relu") == "after_relu":
-            x = self.conv_bn_relu(x, filters, 3, 1, name)
-            return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+        pool_first = self.spec.get("entry_pool", "after_relu") == "before_bn"
         self.plain_convs.append(f"{name}_conv")
         x = self.conv(x, filters, 3, 1, f"{name}_conv", normalized=True)
-        x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
-        return self.act(self.bn(x, f"{name}_bn"), f"{name}_relu")
+        if pool_first:
+            x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+        x = self.act(self.bn(x, f"{name}_bn"), f"{name}_relu")
+        if not pool_first:
+            x = layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+        return x
 
     def stages(self, x):
         spec = self.spec
