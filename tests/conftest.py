@@ -14,6 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_TRAIN = REPO.parent / "shared" / "datasets" / "cifar10" / "train"
+# For tests of the training machinery (checkpoints, resume, NaN, distribution, search), where
+# the network does not matter: ResNet-9 at a quarter width makes a short fit about 2.3x faster
+# than ResNet-20 (8.6 s against 20.2 s on a 2-core CPU), most of it the train step's tracing.
+SMALL_MODEL = ["arch=resnet9", "model.width_multiplier=0.25"]
 
 
 def cifar_subset(dest: Path, per_class: int, classes=None, offset: int = 0) -> Path:

@@ -166,8 +166,8 @@ def test_fit_with_lookahead_saves_the_slow_weights_it_ended_on(tmp_path):
 def test_a_lookahead_run_resumes_with_a_fresh_slow_copy(tmp_path):
     from keras_resnet.training.fit import fit
 
-    config = {"arch": "resnet20", "epochs": 1, "batch_size": 32, "verbose": 0,
-              "tensorboard": False, "model": {"width_multiplier": 0.5},
+    config = {"arch": "resnet9", "epochs": 1, "batch_size": 32, "verbose": 0,
+              "tensorboard": False, "model": {"width_multiplier": 0.25},
               "data": {"spec": "shapes:classes=3,train=192,val=64,size=32"},
               "optimizer": {"lookahead_every": 2}}
     first = fit(config, output=tmp_path / "run")

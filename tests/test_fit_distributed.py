@@ -16,9 +16,11 @@ import textwrap
 import time
 from pathlib import Path
 
+from conftest import SMALL_MODEL
+
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["data.spec=shapes:classes=2,train=64,val=16", "batch_size=16", "data.augment=none",
-        "tensorboard=false", "verbose=0", "epochs=2"]
+TINY = [*SMALL_MODEL, "data.spec=shapes:classes=2,train=64,val=16", "batch_size=16",
+        "data.augment=none", "tensorboard=false", "verbose=0", "epochs=2"]
 TIMEOUT = 240
 
 

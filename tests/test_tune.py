@@ -19,7 +19,8 @@ from keras_resnet.training.tune import check_space, trial_recipe, tune
 
 REPO = Path(__file__).resolve().parents[1]
 # A few seconds a trial: tiny images, a handful of steps, no augmentation.
-QUICK = {"data.spec": "shapes:classes=3,train=48,val=12,size=16", "epochs": 1,
+QUICK = {"arch": "resnet9", "model.width_multiplier": 0.25,
+         "data.spec": "shapes:classes=3,train=48,val=12,size=16", "epochs": 1,
          "steps_per_epoch": 2, "batch_size": 8, "data.augment": "none",
          "schedule.name": "constant", "tensorboard": False, "precision": "float32"}
 SPACE = {"hyperparameters": {"optimizer.lr": {"min": 0.01, "max": 0.2, "log": True},
