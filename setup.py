@@ -37,7 +37,7 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16,<2.22", "onnxruntime-gpu>=1.18"],
         # TFDS (tfds:NAME, cifar10, cifar100); its download path imports importlib_resources.
         "tfds": ["tensorflow-datasets>=4.9", "importlib_resources"],
-        # pytest-xdist: the suite runs in two processes (pytest.ini), 1.6x faster on 2 cores.
+        # pytest-xdist: the suite runs in two processes (pytest.ini).
         "test": ["pytest>=7", "pytest-xdist>=3", "tensorflow-datasets>=4.9",
                  "importlib_resources"],
     },

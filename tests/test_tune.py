@@ -11,15 +11,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from conftest import SMALL_MODEL
 from keras_resnet.cli.main import cli
 from keras_resnet.training import tune as tune_module
-from keras_resnet.training.config import resolve_config
+from keras_resnet.training.config import parse_overrides, resolve_config
 from keras_resnet.training.search_space import load_space
 from keras_resnet.training.tune import check_space, trial_recipe, tune
 
 REPO = Path(__file__).resolve().parents[1]
 # A few seconds a trial: tiny images, a handful of steps, no augmentation.
-QUICK = {"arch": "resnet9", "model.width_multiplier": 0.25,
+QUICK = {**parse_overrides(SMALL_MODEL),
          "data.spec": "shapes:classes=3,train=48,val=12,size=16", "epochs": 1,
          "steps_per_epoch": 2, "batch_size": 8, "data.augment": "none",
          "schedule.name": "constant", "tensorboard": False, "precision": "float32"}

@@ -98,8 +98,8 @@ def test_freezing_for_fine_tuning_keeps_the_whitening_frozen():
 def test_fit_fits_the_stem_to_the_data_and_training_leaves_it_alone(tmp_path):
     from keras_resnet.training.fit import fit, load_training_data
 
-    # Half width and 3 epochs keep it short: with the whitening stem this reached 77-82% after
-    # 2 epochs and 92-94% after 4 (seeds 0 and 1) on a 2-core AVX2 CPU.
+    # Half width and 3 epochs keep it short: 4-epoch runs of this setup (seeds 0 and 1, a 2-core
+    # AVX2 CPU) were at 77-82% after their second epoch and 92-94% after the fourth.
     overrides = ["data.spec=shapes:classes=4,train=1600,val=200", "epochs=3", "batch_size=32",
                  "optimizer.lr=0.05", "data.augment=none", "tensorboard=false", "verbose=0",
                  "model.stem=whitening", "model.shortcut=projection",
