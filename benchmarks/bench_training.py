@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,8 @@ def _timed_fit(model, fit_args: dict, steps: int, seconds: float) -> dict:
 
 
 def measure_product(arch: str, steps: int, seconds: float) -> dict:
+    import keras_resnet  # noqa: F401  (first: it chooses TensorFlow's CPU kernels)
+
     import keras
 
     from keras_resnet.training.config import resolve_config
@@ -82,7 +85,7 @@ def _naive_arrays(steps: int):
 
 
 def measure_naive(model_fn, steps: int, seconds: float) -> dict:
-    import keras
+    import keras  # before keras_resnet: TensorFlow's own kernel choice, as a Keras user gets
 
     keras.mixed_precision.set_global_policy("float32")
     model = model_fn()
@@ -93,17 +96,50 @@ def measure_naive(model_fn, steps: int, seconds: float) -> dict:
                 precision="float32")
 
 
+def _naive_model(arch: str):
+    import keras
+
+    if arch == "keras.applications.ResNet50":
+        return keras.applications.ResNet50(weights=None, input_shape=(SIZE, SIZE, 3),
+                                           classes=CLASSES)
+    from keras_resnet.models import create_model
+
+    return create_model(arch, num_classes=CLASSES, input_shape=(SIZE, SIZE, 3))
+
+
+def measure(kind: str, arch: str, steps: int, seconds: float) -> dict:
+    """One row, in this process (which must be fresh: see the module's docstring)."""
+    if kind == "product":
+        row = measure_product(arch, steps, seconds)
+    else:
+        row = measure_naive(lambda: _naive_model(arch), steps, seconds)
+    from keras_resnet.runtime import onednn_enabled
+
+    return dict(row, onednn=onednn_enabled())
+
+
+def _measure_in_fresh_process(kind: str, arch: str, steps: int, seconds: float) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--measure", kind, arch,
+                           "--steps", str(steps), "--seconds", str(seconds)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{kind} {arch} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps each")
     parser.add_argument("--seconds", type=float, default=15.0,
                         help="timed seconds per measurement (full run)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--measure", nargs=2, metavar=("KIND", "ARCH"),
+                        help=argparse.SUPPRESS)  # one row, in a child process
+    parser.add_argument("--steps", type=int, default=48, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-
-    import keras
-
-    from keras_resnet.models import create_model
+    if args.measure:
+        print(json.dumps(measure(*args.measure, args.steps, args.seconds)))
+        return
 
     # 48 steps per fit call: a new iterator every call costs the product's tf.data pipeline
     # a refill, which real epochs (hundreds of steps) pay once.
@@ -111,20 +147,17 @@ def main(argv=None):
     seconds = 0.0 if args.quick else args.seconds
     rows = {}
     for arch in ("resnet20", "resnet50"):
-        rows[f"{arch} product"] = measure_product(arch, steps, seconds)
-        rows[f"{arch} naive"] = measure_naive(
-            lambda a=arch: create_model(a, num_classes=CLASSES, input_shape=(SIZE, SIZE, 3)),
-            steps, seconds)
-    rows["keras.applications.ResNet50 naive"] = measure_naive(
-        lambda: keras.applications.ResNet50(weights=None, input_shape=(SIZE, SIZE, 3),
-                                            classes=CLASSES),
-        steps, seconds)
+        rows[f"{arch} product"] = _measure_in_fresh_process("product", arch, steps, seconds)
+        rows[f"{arch} naive"] = _measure_in_fresh_process("naive", arch, steps, seconds)
+    rows["keras.applications.ResNet50 naive"] = _measure_in_fresh_process(
+        "naive", "keras.applications.ResNet50", steps, seconds)
 
     print(f"\nTraining throughput, batch {BATCH}, {SIZE}x{SIZE}, {os.cpu_count()} CPUs"
           + (" (QUICK: not a measurement)" if args.quick else ""))
-    print(f"{'':38} {'precision':>15} {'images/s':>9} {'CPU s/1k img':>13}")
+    print(f"{'':38} {'precision':>15} {'kernels':>8} {'images/s':>9} {'CPU s/1k img':>13}")
     for name, row in rows.items():
-        print(f"{name:38} {row['precision']:>15} {row['images_per_s']:9.0f} "
+        kernels = {True: "oneDNN", False: "Eigen"}.get(row["onednn"], "?")
+        print(f"{name:38} {row['precision']:>15} {kernels:>8} {row['images_per_s']:9.0f} "
               f"{row['cpu_s_per_1k_images']:13.2f}")
     ratios = {}
     for arch in ("resnet20", "resnet50"):

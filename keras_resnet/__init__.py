@@ -5,6 +5,10 @@ fast; TensorFlow loads on first use of a function that needs it.
 """
 import importlib
 
+from keras_resnet import runtime as _runtime
+
+_runtime.prefer_onednn()  # before anything imports TensorFlow; see runtime.py
+
 __version__ = "0.1.0"
 
 # public name -> module that defines it

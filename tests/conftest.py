@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests run TensorFlow as the product sets it up: keras_resnet's import (before any test
+# module imports Keras) chooses TensorFlow's CPU kernels.
+import keras_resnet  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR10_TRAIN = REPO.parent / "shared" / "datasets" / "cifar10" / "train"

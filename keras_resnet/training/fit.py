@@ -31,6 +31,7 @@ class Runtime:
     distribution: object
     precision: str
     precision_reason: str
+    onednn: bool | None = None
 
     @property
     def strategy(self):
@@ -67,6 +68,7 @@ def setup_runtime(config: dict) -> Runtime:
     import keras
     import tensorflow as tf
 
+    from keras_resnet.runtime import onednn_enabled
     from keras_resnet.training.distribute import make_strategy
     from keras_resnet.training.precision import apply_precision, choose_precision
 
@@ -77,7 +79,7 @@ def setup_runtime(config: dict) -> Runtime:
         tf.config.experimental.enable_op_determinism()
     precision, reason = choose_precision(config["precision"])
     apply_precision(precision)
-    return Runtime(distribution, precision, reason)
+    return Runtime(distribution, precision, reason, onednn_enabled())
 
 
 def load_training_data(config: dict):
@@ -383,6 +385,9 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
     _say(f"Run directory: {run.real}", verbose)
     _say(f"Precision: {runtime.precision} ({'auto: ' if config['precision'] == 'auto' else ''}"
          f"{runtime.precision_reason})", verbose)
+    if runtime.onednn is not None:
+        _say(f"TensorFlow CPU kernels: {'oneDNN' if runtime.onednn else 'Eigen (oneDNN off)'}",
+             verbose)
     _say(f"Strategy: {dist.description}, {dist.replicas} replica(s)", verbose)
     if config["tensorboard"] and not tensorboard_available():
         _say("TensorBoard logs: off, the tensorboard package is not installed "
@@ -488,6 +493,7 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
         "images_per_second": round(images / timer.train_seconds, 1) if timer.train_seconds
         else None,
         "precision": runtime.precision,
+        "onednn": runtime.onednn,
         "strategy": dist.name,
         "replicas": dist.replicas,
         "batch_size": config["batch_size"],
