@@ -2,11 +2,11 @@
 
 TensorFlow's x86 builds carry oneDNN kernels but turn them on by default only on CPUs with
 AVX-512 VNNI, AVX512-BF16 or AMX. Elsewhere (an AVX2-only CPU, for one) convolutions run on
-Eigen's kernels, which trained ResNets several times slower on the CPUs we measured (see
-BENCHMARKS.md), so the package asks for oneDNN on every x86 CPU. A user's own
-``TF_ENABLE_ONEDNN_OPTS`` (``0`` to keep Eigen) always wins. TensorFlow reads the variable once,
-at import, so it takes effect only when ``keras_resnet`` is imported before TensorFlow (the
-command line always is).
+Eigen's kernels. On a 2-core AVX2 CPU those needed about twice oneDNN's CPU time per training
+image for ResNet-20 and four times it for ResNet-50 (BENCHMARKS.md), so the package asks for
+oneDNN on every x86 CPU. A user's own ``TF_ENABLE_ONEDNN_OPTS`` (``0`` to keep Eigen) always
+wins. TensorFlow reads the variable once, at import, so it takes effect only when
+``keras_resnet`` is imported before TensorFlow (the command line always is).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from keras_resnet.runtime import ONEDNN_VARIABLE, prefer_onednn
+from keras_resnet.runtime import ONEDNN_VARIABLE, X86_MACHINES, prefer_onednn
 
 
 @pytest.mark.parametrize("machine", ["x86_64", "AMD64"])
@@ -42,7 +42,7 @@ def _onednn_in_fresh_process(extra_env: dict) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+@pytest.mark.skipif(platform.machine().lower() not in X86_MACHINES,
                     reason="oneDNN is asked for on x86 only")
 def test_tensorflow_runs_onednn_after_importing_the_package():
     assert _onednn_in_fresh_process({}) == "True"
