@@ -1,5 +1,6 @@
 """airbench's training choices as options: BatchNorm without learned scales, identity-initialised
-plain convs, a higher learning rate for BatchNorm offsets, and Lookahead."""
+plain convs, a higher learning rate for BatchNorm offsets, Lookahead, and PyTorch's default
+initialisation for its network."""
 from __future__ import annotations
 
 import keras
@@ -26,6 +27,31 @@ def test_without_bn_scales_only_zero_initialised_branch_ends_keep_a_scale():
                     if not np.any(keras.ops.convert_to_numpy(bn.gamma))}
     dropped = sum(bn.gamma.shape[0] for bn in _batchnorms(learned) if bn.name not in kept)
     assert learned.count_params() - fixed.count_params() == dropped > 0
+
+
+def _kernels(model):
+    """(name, kernel) of every trained conv and dense layer."""
+    return [(layer.name, keras.ops.convert_to_numpy(layer.kernel)) for layer in model.layers
+            if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.trainable]
+
+
+def test_airbench94_starts_from_pytorchs_default_initialisation():
+    keras.utils.set_random_seed(0)
+    kernels = _kernels(create_model("airbench94"))
+    assert len(kernels) == 7                # six 3x3 convs and the classifier
+    for name, kernel in kernels:
+        bound = 1.0 / np.sqrt(np.prod(kernel.shape[:-1]))     # uniform in +-1/sqrt(fan_in)
+        assert np.abs(kernel).max() <= bound * (1 + 1e-6), name
+        assert abs(kernel.std() / (bound / np.sqrt(3)) - 1) < 0.1, name
+    # Each layer draws its own weights, even layers of the same shape.
+    same_shape = [k for n, k in kernels if k.shape == (3, 3, 256, 256)]
+    assert len(same_shape) == 3 and not np.allclose(same_shape[0], same_shape[1])
+    # The other zoo entries keep He normal for convs.
+    keras.utils.set_random_seed(0)
+    for name, kernel in _kernels(create_model("resnet20")):
+        if name != "predictions":
+            he_std = np.sqrt(2.0 / np.prod(kernel.shape[:-1]))
+            assert abs(kernel.std() / he_std - 1) < 0.2, name
 
 
 def test_identity_init_passes_the_first_channels_through_each_plain_conv():

@@ -73,14 +73,15 @@ def test_heavy_presets_run_and_keep_the_contract(cifar_small):
     assert ix.shape == (16, 32, 32, 3) and 0 <= ix.min() and ix.max() <= 255
 
 
-def _augment_random_images(augment, count, *, seed, lowest=0):
+def _augment_random_images(augment, count, *, seed, lowest=0, crop_padding=None):
     """``(images, augmented)`` for ``count`` random 32x32 uint8 images with pixels in
     ``lowest``-255, through the batch augmenter of ``augment``."""
     import tensorflow as tf
 
     from keras_resnet.data.augment import build_batch_augmenter
 
-    augmenter = build_batch_augmenter(parse_augment(augment), (32, 32, 3), seed=seed)
+    augmenter = build_batch_augmenter(parse_augment(augment, crop_padding), (32, 32, 3),
+                                      seed=seed)
     images = np.random.RandomState(seed).randint(lowest, 256, (count, 32, 32, 3))
     images = images.astype(np.uint8)
     return images, np.asarray(augmenter(tf.constant(images)))
@@ -101,18 +102,37 @@ def test_cutout_greys_one_square_per_image_at_varying_places():
     assert len(corners) > 32                                     # placed per image
 
 
-def test_reflect_shifts_each_image_with_a_mirrored_border():
-    images, out = _augment_random_images("reflect", 32, seed=2, lowest=1)
-    shifts = set()
+def _reflect_shifts(images, out, reach):
+    """The (dy, dx) shift of each augmented image, searched within ``reach`` pixels."""
+    shifts = []
     for source, image in zip(images, out):
         assert image.min() > 0                                   # no black fill anywhere
         # Keras's "reflect" repeats the edge pixel (d c b a | a b c d), numpy's "symmetric".
-        padded = np.pad(source, ((4, 4), (4, 4), (0, 0)), mode="symmetric").astype(np.float32)
-        found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
-                 if np.array_equal(padded[4 + dy:36 + dy, 4 + dx:36 + dx], image)]
+        padded = np.pad(source, ((reach, reach), (reach, reach), (0, 0)),
+                        mode="symmetric").astype(np.float32)
+        found = [(dy, dx) for dy in range(-reach, reach + 1) for dx in range(-reach, reach + 1)
+                 if np.array_equal(padded[reach + dy:32 + reach + dy,
+                                          reach + dx:32 + reach + dx], image)]
         assert len(found) == 1, "not an exact shifted copy of its source"
-        shifts.add(found[0])
-    assert len(shifts) > 8                                       # drawn per image
+        shifts.append(found[0])
+    return shifts
+
+
+def test_reflect_shifts_each_image_with_a_mirrored_border():
+    images, out = _augment_random_images("reflect", 32, seed=2, lowest=1)
+    shifts = _reflect_shifts(images, out, reach=4)
+    assert len(set(shifts)) > 8                                  # drawn per image
+
+
+def test_crop_padding_sets_how_far_the_crop_shifts():
+    images, out = _augment_random_images("reflect", 64, seed=4, lowest=1, crop_padding=2)
+    # Searched within 4 pixels, every shift lies within 2, and both extremes occur.
+    shifts = _reflect_shifts(images, out, reach=4)
+    assert max(max(abs(dy), abs(dx)) for dy, dx in shifts) == 2
+    assert len(set(shifts)) > 8
+    with pytest.raises(ValueError, match="crop_padding must be at least 1"):
+        parse_augment("cifar", crop_padding=0)
+    assert parse_augment("cifar", crop_padding=2).crop_padding == 2
 
 
 @pytest.mark.parametrize("mixup,cutmix", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])

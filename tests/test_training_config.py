@@ -102,10 +102,11 @@ def test_airbench_options_reject_impossible_values():
     with pytest.raises(C.ConfigError) as info:
         C.resolve_config(None, ["optimizer.bn_bias_lr_multiplier=0",
                                 "optimizer.lookahead_every=-1", "optimizer.lookahead_decay=1",
-                                "model.bn_scale=maybe"])
+                                "model.bn_scale=maybe", "data.crop_padding=0",
+                                "schedule.anneal=exp"])
     assert [e.split(":")[0] for e in info.value.errors] == [
-        "model.bn_scale", "optimizer.bn_bias_lr_multiplier", "optimizer.lookahead_every",
-        "optimizer.lookahead_decay"]
+        "model.bn_scale", "data.crop_padding", "optimizer.bn_bias_lr_multiplier",
+        "optimizer.lookahead_every", "optimizer.lookahead_decay", "schedule.anneal"]
 
 
 def test_head_options_reject_impossible_values():
@@ -165,6 +166,30 @@ def test_cosine_with_warmup_and_onecycle_shapes():
                                [0.2 / 25, 0.2, 0.2 / 25 / 1e4], rtol=1e-4)
     rising, falling = _lrs(onecycle, range(0, 11)), _lrs(onecycle, range(10, 41))
     assert np.all(np.diff(rising) > 0) and np.all(np.diff(falling) < 0)
+
+
+def test_linear_onecycle_is_airbenchs_triangle_and_serialises():
+    import keras
+
+    from keras_resnet.training.schedules import LinearOneCycle, build_schedule
+
+    base = C.defaults()["schedule"]
+    # airbench: from 0.2 of the peak, up at 23% of the steps, down to 0.07 of it.
+    section = dict(base, name="onecycle", anneal="linear", pct_start=0.23, div_factor=5,
+                   final_div_factor=1 / (0.07 * 5))
+    schedule = build_schedule(section, 1.5, epochs=10, steps_per_epoch=10)
+    assert isinstance(schedule, LinearOneCycle)
+    np.testing.assert_allclose(_lrs(schedule, [0, 23, 100, 200]), [0.3, 1.5, 0.105, 0.105],
+                               rtol=1e-5)
+    np.testing.assert_allclose(_lrs(schedule, [10, 60]),
+                               [0.3 + 1.2 * 10 / 23, 1.5 - (1.5 - 0.105) * 37 / 77], rtol=1e-5)
+    assert np.all(np.diff(_lrs(schedule, range(23, 101))) < 0)
+    restored = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(schedule))
+    np.testing.assert_allclose(_lrs(restored, [0, 50, 99]), _lrs(schedule, [0, 50, 99]))
+    # The cosine fall stays the default.
+    assert not isinstance(build_schedule(dict(section, anneal="cos"), 1.5, 10, 10),
+                          LinearOneCycle)
 
 
 # -- optimizers -------------------------------------------------------------------------------

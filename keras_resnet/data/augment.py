@@ -8,8 +8,9 @@ token           what it does
 ``none``        nothing
 ``cifar``       ``crop`` + ``flip`` (pad 4 and random crop at 32x32, horizontal flip)
 ``imagenet``    ``rrc`` + ``flip`` + ``jitter``
-``crop``        random crop after padding by 1/8 of the size (``keras.layers.RandomTranslation``
-                with zero fill and nearest sampling: the same pixels as pad-and-crop, per image)
+``crop``        random crop after padding by 1/8 of the size, or by ``crop_padding`` pixels
+                (``keras.layers.RandomTranslation`` with zero fill and nearest sampling: the
+                same pixels as pad-and-crop, per image)
 ``reflect``     ``crop`` with the border filled by reflecting the image instead of with black
                 (Page's ResNet-9 and airbench's choice): no artificial black edges for the
                 first layers to learn; replaces ``crop``, so ``cifar+reflect`` is flip + this
@@ -65,6 +66,9 @@ def cutout_fill() -> tuple[float, ...]:
 @dataclass(frozen=True)
 class AugmentPlan:
     switches: tuple[str, ...]
+    # Pixels the crop may shift the image by; None: 1/8 of each side (4 at 32x32, as He et
+    # al. and torchvision). airbench shifts by 2 for its 10-epoch runs.
+    crop_padding: int | None = None
 
     @property
     def enabled(self) -> bool:
@@ -82,9 +86,11 @@ class AugmentPlan:
         return "+".join(self.switches) or "none"
 
 
-def parse_augment(augment) -> AugmentPlan:
+def parse_augment(augment, crop_padding: int | None = None) -> AugmentPlan:
     """``"cifar+randaugment"`` -> the switches it turns on, in run order; ``ValueError`` on an
-    unknown token."""
+    unknown token or a ``crop_padding`` below 1."""
+    if crop_padding is not None and int(crop_padding) < 1:
+        raise ValueError(f"crop_padding must be at least 1 pixel, got {crop_padding}")
     if augment is None or augment is False:
         return AugmentPlan(())
     if isinstance(augment, AugmentPlan):
@@ -102,10 +108,19 @@ def parse_augment(augment) -> AugmentPlan:
                              "with '+'")
     if "reflect" in chosen:
         chosen.discard("crop")             # the same crop, only the fill differs
-    return AugmentPlan(tuple(s for s in SWITCHES if s in chosen))
+    return AugmentPlan(tuple(s for s in SWITCHES if s in chosen),
+                       None if crop_padding is None else int(crop_padding))
 
 
-def _layers(switches, image_shape, seed):
+def _crop_fractions(image_shape, crop_padding):
+    """RandomTranslation's (height, width) factors: ``crop_padding`` pixels of each side."""
+    if crop_padding is None:
+        return CROP_PAD_FRACTION, CROP_PAD_FRACTION
+    height, width = int(image_shape[0]), int(image_shape[1])
+    return min(1.0, crop_padding / height), min(1.0, crop_padding / width)
+
+
+def _layers(switches, image_shape, seed, crop_padding=None):
     """Keras layers for the batch switches; float32 even under a mixed-precision policy."""
     import keras
 
@@ -114,8 +129,9 @@ def _layers(switches, image_shape, seed):
     for i, switch in enumerate(switches):
         s = None if seed is None else seed + 101 * (i + 1)
         if switch in CROP_FILL:
+            height_factor, width_factor = _crop_fractions(image_shape, crop_padding)
             layers.append(keras.layers.RandomTranslation(
-                CROP_PAD_FRACTION, CROP_PAD_FRACTION, fill_mode=CROP_FILL[switch],
+                height_factor, width_factor, fill_mode=CROP_FILL[switch],
                 fill_value=0.0, interpolation="nearest", seed=s, **kw))
         elif switch == "flip":
             layers.append(keras.layers.RandomFlip("horizontal", seed=s, **kw))
@@ -143,7 +159,7 @@ def build_batch_augmenter(plan: AugmentPlan, image_shape, seed=None):
     ``None`` when there is nothing to do per batch."""
     import tensorflow as tf
 
-    layers = _layers(plan.batch_switches, image_shape, seed)
+    layers = _layers(plan.batch_switches, image_shape, seed, plan.crop_padding)
     if not layers:
         return None
 

@@ -373,7 +373,7 @@ class ImageData:
 
 def load_data(spec, *, batch_size=128, image_size=None, val_split=0.1, seed=0, augment=None,
               mixup=0.0, cutmix=0.0, one_hot=False, strict=False, cache=True,
-              drop_remainder=False) -> ImageData:
+              drop_remainder=False, crop_padding=None) -> ImageData:
     """Load a dataset and build its ``tf.data`` pipelines.
 
     ``spec``: a folder of class subfolders (optionally split into ``train/``, ``val/`` or
@@ -381,12 +381,13 @@ def load_data(spec, *, batch_size=128, image_size=None, val_split=0.1, seed=0, a
     folder, ``shapes[:options]``, ``cifar10``, ``cifar100`` or ``tfds:NAME``.
     ``val_split``: fraction of each class moved from train to val when the source has no
     validation split (stratified, fixed by ``seed``). ``augment``: see
-    ``keras_resnet.data.augment``. ``strict``: refuse data with bad files or empty class
+    ``keras_resnet.data.augment``; ``crop_padding``: pixels its crop shifts by (default 1/8
+    of the side). ``strict``: refuse data with bad files or empty class
     folders instead of skipping them.
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    plan = augment_module.parse_augment(augment)
+    plan = augment_module.parse_augment(augment, crop_padding)
     if mixup < 0 or cutmix < 0:
         raise ValueError("mixup and cutmix are alphas and must not be negative")
     if not 0.0 <= float(val_split) < 1.0:

@@ -83,7 +83,7 @@ def create_model(
             ResNet-9 scales its logits by 0.125); 1 adds no layer.
         bn_momentum: BatchNorm moving-statistics momentum, Keras's convention (``moving =
             momentum * moving + (1 - momentum) * batch``). 0.9 is PyTorch's default (its
-            ``momentum=0.1``); airbench, at batch 1024, uses 0.4.
+            ``momentum=0.1``); airbench, at batch 1024, uses 0.6 (its PyTorch ``momentum=0.4``).
         activation: the nonlinearity after every BatchNorm: ``"relu"`` (the ResNet papers),
             ``"gelu"`` (airbench; exact, not the tanh approximation) or ``"silu"``.
     """

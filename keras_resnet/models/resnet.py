@@ -19,6 +19,24 @@ from keras_resnet.models.whitening import PATCH_SIZE, WHITENING_FILTERS, WHITENI
 BOTTLENECK_EXPANSION = 4
 
 
+def kernel_initializers(kind: str):
+    """(conv, classifier) initialisers for a spec's ``kernel_init``. ``"he"``: He normal
+    for convs, Keras's Glorot uniform for the classifier. ``"torch"``: PyTorch's default for
+    both (uniform within +-1/sqrt(fan_in)), which airbench's tuning assumes: its weights are
+    2.4x smaller than He normal's, and with BatchNorm after every conv the weights' size sets
+    how fast they move, so the same rates train differently under another initialiser."""
+    if kind == "torch":
+        # A config, not an instance: each layer then builds its own initialiser (one shared,
+        # unseeded instance would give every layer of a shape the same weights).
+        torch_default = {"class_name": "VarianceScaling",
+                         "config": {"scale": 1.0 / 3.0, "mode": "fan_in",
+                                    "distribution": "uniform"}}
+        return torch_default, torch_default
+    if kind == "he":
+        return "he_normal", "glorot_uniform"
+    raise ValueError(f"unknown kernel_init {kind!r}: use he or torch")
+
+
 class _Builder:
     """Holds the spec and options while the graph is emitted, so each helper stays short."""
 
@@ -26,6 +44,7 @@ class _Builder:
                  width_multiplier: float, bn_scale: bool = True, bn_momentum: float = 0.9,
                  activation: str = "relu"):
         self.spec = spec
+        self.conv_init, self.classifier_init = kernel_initializers(spec.get("kernel_init", "he"))
         self.activation = activation
         self.bn_momentum = bn_momentum
         self.zero_init_residual = zero_init_residual
@@ -52,7 +71,7 @@ class _Builder:
             padding = "same" if kernel > 1 else "valid"
         return layers.Conv2D(
             filters, kernel, strides=stride, padding=padding, use_bias=use_bias,
-            kernel_initializer="zeros" if zero_init else "he_normal", name=name,
+            kernel_initializer="zeros" if zero_init else self.conv_init, name=name,
         )(x)
 
     def bn(self, x, name, *, zero_gamma=False):
@@ -247,7 +266,8 @@ def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, includ
             x = layers.Dropout(dropout, name="head_dropout")(x)
         # float32 classifier: logits and probabilities keep full precision under mixed precision.
         x = layers.Dense(num_classes, use_bias=spec.get("classifier_bias", True),
-                         dtype="float32", name="predictions")(x)
+                         kernel_initializer=builder.classifier_init, dtype="float32",
+                         name="predictions")(x)
         if classifier_activation is not None:
             x = layers.Activation(classifier_activation, dtype="float32", name="probabilities")(x)
     model = keras.Model(inputs, x, name=name)

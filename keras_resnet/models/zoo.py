@@ -28,6 +28,8 @@ Row keys (see ``keras_resnet.models.resnet.build_resnet`` for their meaning):
   by their own BN: Keras v2); with ``bn_epsilon``, the exact layouts of ``keras.applications``.
 - ``mean``, ``std``: the preprocessing baked into the model, in the 0-1 pixel scale.
 - ``classifier_bias`` (optional, default true): ``False`` for a bias-free classifier (airbench).
+- ``kernel_init`` (optional, default ``"he"``): ``"torch"`` for PyTorch's default
+  initialisation, which networks tuned in PyTorch (airbench) expect.
 """
 from __future__ import annotations
 
@@ -103,7 +105,7 @@ ZOO: dict[str, dict] = {
     # CIFAR-10 trainer; the cifar10_fast recipe's network.
     "airbench94": dict(_SMALL_INPUT, block="plain", layers=(1, 1, 1), widths=(64, 256, 256),
                        stem="whitening", stage_entry="conv_pool", entry_pool="before_bn",
-                       classifier_bias=False, family="airbench"),
+                       classifier_bias=False, kernel_init="torch", family="airbench"),
     # Exact layouts of keras.applications (v1: stride on the first 1x1, conv biases).
     "keras_resnet50": dict(_KERAS_V1, layers=(3, 4, 6, 3)),
     "keras_resnet101": dict(_KERAS_V1, layers=(3, 4, 23, 3)),

@@ -64,7 +64,7 @@ SCHEMA: dict = {
         "identity_init": F(False, "bool", "start the convs outside residual branches as "
                            "identities (airbench's dirac init)"),
         "bn_momentum": F(0.9, "float", "BatchNorm moving-statistics momentum (Keras's "
-                         "convention; airbench, at batch 1024: 0.4)", minimum=0, maximum=0.999),
+                         "convention; airbench, at batch 1024: 0.6)", minimum=0, maximum=0.999),
         "activation": F("relu", "str", "the network's nonlinearity (airbench: gelu)",
                         choices=("relu", "gelu", "silu")),
         "pooling": F("avg", "str", "global pooling before the classifier (Page's ResNet-9: max)",
@@ -87,6 +87,8 @@ SCHEMA: dict = {
                      "none, cifar or imagenet, optionally +reflect +randaugment +erasing "
                      "+cutout",
                      nullable=True),
+        "crop_padding": F(None, "int", "pixels the crop (or reflect) shifts images by; null: "
+                          "1/8 of the side (airbench: 2)", minimum=1, nullable=True),
         "mixup": F(0.0, "float", "mixup alpha (0 = off)", minimum=0),
         "cutmix": F(0.0, "float", "cutmix alpha (0 = off)", minimum=0),
         "cache": F(True, "bool", "cache decoded images in memory"),
@@ -136,6 +138,8 @@ SCHEMA: dict = {
         "div_factor": F(25.0, "float", "one-cycle: start lr = lr / div_factor", minimum=1),
         "final_div_factor": F(1e4, "float", "one-cycle: final lr = start lr / final_div_factor",
                               minimum=1),
+        "anneal": F("cos", "str", "one-cycle: shape of the fall after the peak (linear: "
+                    "airbench's triangle)", choices=("cos", "linear")),
     },
     "precision": F("auto", "str", "compute precision",
                    choices=("auto", "float32", "mixed_bfloat16", "mixed_float16")),

@@ -91,7 +91,8 @@ def load_training_data(config: dict):
         data["spec"], batch_size=config["batch_size"], image_size=data["image_size"],
         val_split=data["val_split"], seed=config["seed"] or 0,
         augment=None if data["augment"] in (None, "none") else data["augment"],
-        mixup=data["mixup"], cutmix=data["cutmix"], one_hot=True, cache=data["cache"])
+        mixup=data["mixup"], cutmix=data["cutmix"], one_hot=True, cache=data["cache"],
+        crop_padding=data.get("crop_padding"))
 
 
 def build_model(config: dict, data):

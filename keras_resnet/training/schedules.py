@@ -52,6 +52,33 @@ class MultiStepDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "warmup_steps": self.warmup_steps, "name": self.name}
 
 
+@keras.saving.register_keras_serializable(package="keras_resnet")
+class LinearOneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """A triangle: linear from ``start`` to ``peak`` over ``rise_steps``, then linear to
+    ``end`` at ``total_steps``, and ``end`` after that."""
+
+    def __init__(self, start: float, peak: float, end: float, rise_steps: int,
+                 total_steps: int, name: str = "LinearOneCycle"):
+        super().__init__()
+        self.start, self.peak, self.end = float(start), float(peak), float(end)
+        self.rise_steps = max(1, int(rise_steps))
+        self.total_steps = max(self.rise_steps + 1, int(total_steps))
+        self.name = name
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        rise = ops.minimum(1.0, step / self.rise_steps)
+        fall = ops.clip((step - self.rise_steps) / (self.total_steps - self.rise_steps), 0.0, 1.0)
+        rising = self.start + (self.peak - self.start) * rise
+        falling = self.peak + (self.end - self.peak) * fall
+        return ops.where(step < self.rise_steps, rising, falling)
+
+    def get_config(self):
+        return {"start": self.start, "peak": self.peak, "end": self.end,
+                "rise_steps": self.rise_steps, "total_steps": self.total_steps,
+                "name": self.name}
+
+
 def build_schedule(schedule: dict, lr: float, epochs: int, steps_per_epoch: int):
     """The schedule a config's ``schedule`` section describes, for ``epochs`` of
     ``steps_per_epoch`` optimizer steps. Epoch-valued settings become steps here."""
@@ -74,6 +101,8 @@ def build_schedule(schedule: dict, lr: float, epochs: int, steps_per_epoch: int)
     if name == "onecycle":
         rise = max(1, int(round(schedule["pct_start"] * total)))
         div, final_div = schedule["div_factor"], schedule["final_div_factor"]
+        if schedule.get("anneal", "cos") == "linear":
+            return LinearOneCycle(lr / div, lr, lr / (div * final_div), rise, total)
         return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr / div,
             decay_steps=max(1, total - rise),
