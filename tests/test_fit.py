@@ -3,6 +3,7 @@ learning, the run directory, refusal to overwrite, NaN handling, kill-and-resume
 errors on the command line, and a ``model.keras`` that plain Keras loads."""
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -11,8 +12,10 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -85,6 +88,12 @@ def test_run_directory_is_complete(trained):
 
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert validate(saved) == trained.config and saved["epochs"] == 8
+    # Saved uncompiled: no optimizer state, and no schedule class plain Keras could not load.
+    for name in ("best.keras", "model.keras"):
+        with zipfile.ZipFile(run / name) as archive:
+            assert not json.loads(archive.read("config.json")).get("compile_config"), name
+            with h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
+                assert "optimizer" not in weights, name
     meta = read_metadata(run / "best.keras")
     assert meta["class_names"] == ["circle", "square", "triangle", "cross"]
     assert meta["arch"] == "resnet20" and meta["image_size"] == [32, 32]

@@ -31,6 +31,9 @@ def inference_copy(model: keras.Model) -> keras.Model:
         copy = keras.models.clone_model(model)
     else:
         copy = keras.models.clone_model(model, clone_function=_float32_layer, recursive=True)
+    # clone_model compiles its clone when the source is compiled, and a compiled model saves
+    # its optimizer, schedule included; a new Functional over the same layers is uncompiled.
+    copy = keras.Model(copy.inputs, copy.outputs, name=model.name)
     copy.set_weights(model.get_weights())
     return copy
 
