@@ -32,6 +32,7 @@ def test_model_choices_match_what_create_model_accepts():
     assert model["stem"].choices == factory.STEMS
     assert model["shortcut"].choices == factory.SHORTCUTS
     assert model["pooling"].choices == factory.POOLINGS
+    assert model["activation"].choices == factory.ACTIVATIONS
 
 
 def test_recipe_he2016_is_the_paper_schedule_in_epochs():

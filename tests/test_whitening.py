@@ -98,12 +98,14 @@ def test_freezing_for_fine_tuning_keeps_the_whitening_frozen():
 def test_fit_fits_the_stem_to_the_data_and_training_leaves_it_alone(tmp_path):
     from keras_resnet.training.fit import fit, load_training_data
 
+    eps = 0.01                          # model.whitening_eps, 20x the default
+
     # Half width and 3 epochs keep it short: 4-epoch runs of this setup (seeds 0 and 1, a 2-core
     # AVX2 CPU) were at 77-82% after their second epoch and 92-94% after the fourth.
     overrides = ["data.spec=shapes:classes=4,train=1600,val=200", "epochs=3", "batch_size=32",
                  "optimizer.lr=0.05", "data.augment=none", "tensorboard=false", "verbose=0",
                  "model.stem=whitening", "model.shortcut=projection",
-                 "model.width_multiplier=0.5"]
+                 "model.width_multiplier=0.5", f"model.whitening_eps={eps}"]
     result = fit(None, output=tmp_path / "run", overrides=overrides)
     assert result.metrics["val_accuracy"] >= 0.5          # chance is 0.25
     saved = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
@@ -115,8 +117,8 @@ def test_fit_fits_the_stem_to_the_data_and_training_leaves_it_alone(tmp_path):
     data = load_training_data(result.config)
     reference = create_model("resnet20", stem="whitening", shortcut="projection",
                              input_shape=data.image_shape, num_classes=4)
-    init_patch_whitening(reference, sample_images(data.dataset("train", training=False),
-                                                  data.num_examples["train"]))
+    sample = sample_images(data.dataset("train", training=False), data.num_examples["train"])
+    init_patch_whitening(reference, sample, eps)
     # Eigenvectors are unique only up to sign (and rotation within a repeated eigenvalue), so
     # compare what the filters compute: sum_k w_k w_k^T = 2 (covariance + eps)^-1. (fit ran
     # the model's normalisation in bfloat16, this reference in float32: hence 2%.)
@@ -126,6 +128,9 @@ def test_fit_fits_the_stem_to_the_data_and_training_leaves_it_alone(tmp_path):
 
     np.testing.assert_allclose(gram(kernel), gram(whitening_layer(reference).kernel.numpy()),
                                rtol=0.02, atol=0.02)
+    init_patch_whitening(reference, sample)           # the default eps: not what fit used
+    assert not np.allclose(gram(kernel), gram(whitening_layer(reference).kernel.numpy()),
+                           rtol=0.1)
     assert not np.allclose(gram(kernel), gram(whitening_layer(create_model(
         "resnet20", stem="whitening", shortcut="projection", input_shape=(32, 32, 3)
     )).kernel.numpy()), rtol=0.1)   # a random (unfitted) kernel would not match

@@ -95,16 +95,21 @@ def load_training_data(config: dict):
         crop_padding=data.get("crop_padding"))
 
 
+# model settings that fit applies to the built model, not create_model arguments.
+FIT_TIME_MODEL_KEYS = ("whitening_eps",)
+
+
 def build_model(config: dict, data):
     """The zoo model of ``config['arch']`` for ``data``'s classes and image size."""
     from keras_resnet.models import create_model
 
-    options = {k: v for k, v in config["model"].items() if v is not None}
+    options = {k: v for k, v in config["model"].items()
+               if v is not None and k not in FIT_TIME_MODEL_KEYS}
     return create_model(config["arch"], num_classes=data.num_classes,
                         input_shape=tuple(data.image_shape), **options)
 
 
-def _init_data_dependent_layers(model, data, verbose) -> None:
+def _init_data_dependent_layers(model, data, verbose, whitening_eps: float) -> None:
     """Fit a patch-whitening stem, if the model has one, to un-augmented training images."""
     from keras_resnet.models.whitening import (init_patch_whitening, sample_images,
                                                whitening_layer)
@@ -112,8 +117,9 @@ def _init_data_dependent_layers(model, data, verbose) -> None:
     if whitening_layer(model) is None:
         return
     images = sample_images(data.dataset("train", training=False), data.num_examples["train"])
-    init_patch_whitening(model, images)
-    _say(f"Patch whitening: stem filters fitted to {len(images):,} training images", verbose)
+    init_patch_whitening(model, images, whitening_eps)
+    _say(f"Patch whitening: stem filters fitted to {len(images):,} training images "
+         f"(eps {whitening_eps:g})", verbose)
 
 
 def outputs_probabilities(model) -> bool:
@@ -422,7 +428,7 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
             model = build_model(config, data)
             # Also on resume: a run killed before its first backup has nothing to restore.
             # (A model passed in, as fine-tuning does, keeps its own filters.)
-            _init_data_dependent_layers(model, data, verbose)
+            _init_data_dependent_layers(model, data, verbose, config["model"]["whitening_eps"])
         elif callable(model) and not isinstance(model, keras.Model):
             model = model(data)
         apply_training_speedups(model, config)
