@@ -96,7 +96,10 @@ SCHEMA: dict = {
         "cutmix": F(0.0, "float", "cutmix alpha (0 = off)", minimum=0),
         "cache": F(True, "bool", "cache decoded images in memory"),
     },
-    "epochs": F(10, "int", "training epochs", minimum=1),
+    "epochs": F(10, "int", "training epochs (with time_budget_minutes: the most)", minimum=1),
+    "time_budget_minutes": F(None, "float", "train as many epochs as fit in this many minutes "
+                             "(measured on this machine before training; at most epochs)",
+                             minimum=0, exclusive=True, nullable=True),
     "batch_size": F(128, "int", "global batch size (all replicas together)", minimum=1),
     "steps_per_epoch": F(None, "int", "cap on training steps per epoch", minimum=1,
                          nullable=True),
@@ -177,7 +180,7 @@ SCHEMA: dict = {
 }
 
 # Keys that may change when a run is resumed; the rest must match the saved config.
-RESUMABLE_KEYS = ("epochs", "strategy", "verbose", "tensorboard", "steps_per_execution",
+RESUMABLE_KEYS = ("epochs", "time_budget_minutes", "strategy", "verbose", "tensorboard", "steps_per_execution",
                   "jit_compile", "checkpoint.save_freq", "early_stopping.patience",
                   "early_stopping.monitor", "early_stopping.min_delta", "data.cache",
                   "precision", "fused_batchnorm", "matmul_small_convs", "deterministic")
@@ -482,6 +485,13 @@ def _check_relations(config: dict, errors: list):
             errors.append(f"data.augment: {error}")
     epochs = config.get("epochs")
     schedule = config["schedule"]
+    if config.get("time_budget_minutes") is not None:
+        if schedule.get("name") == "multistep":
+            errors.append("time_budget_minutes: needs a schedule that scales with the epochs "
+                          "(onecycle, cosine or constant), not multistep")
+        if config.get("strategy") == "multiworker":
+            errors.append("time_budget_minutes: not with strategy multiworker (each worker "
+                          "would measure its own speed)")
     if isinstance(epochs, int):
         milestones = schedule.get("milestones")
         if isinstance(milestones, list) and all(isinstance(m, float) for m in milestones):

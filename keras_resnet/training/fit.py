@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_resnet.training import config as config_module
+from keras_resnet.training.budget import BUDGET_FILE, read_decision, write_decision
 from keras_resnet.training.config import resolve_config, resume_config, save_config
 from keras_resnet.training.rundir import RunDirectory, default_output, read_history, write_json
 
@@ -107,6 +108,26 @@ def build_model(config: dict, data):
                if v is not None and k not in FIT_TIME_MODEL_KEYS}
     return create_model(config["arch"], num_classes=data.num_classes,
                         input_shape=tuple(data.image_shape), **options)
+
+
+def _choose_epochs_for_budget(model, config: dict, train_ds, steps: int, data, started: float,
+                              *, distributed: bool) -> dict:
+    """Time the compiled model's steps and pick the epochs that fit the budget
+    (``keras_resnet.training.budget``). Returns the decision recorded in the run directory."""
+    from keras_resnet.training.budget import (epochs_within_budget, estimate_epoch_seconds,
+                                              time_training_steps)
+
+    per_call = resolve_steps_per_execution(config, steps, distributed)
+    step_seconds = time_training_steps(model, train_ds, per_call)
+    epoch_seconds = estimate_epoch_seconds(step_seconds, steps, data.num_examples.get("val", 0),
+                                           config["batch_size"])
+    budget_seconds = 60.0 * config["time_budget_minutes"]
+    elapsed = time.perf_counter() - started
+    epochs = epochs_within_budget(budget_seconds, elapsed, epoch_seconds, config["epochs"])
+    return {"minutes": config["time_budget_minutes"], "epochs": epochs,
+            "max_epochs": config["epochs"], "step_seconds": round(step_seconds, 4),
+            "epoch_seconds_estimate": round(epoch_seconds, 1),
+            "seconds_before_training": round(elapsed, 1)}
 
 
 def _init_data_dependent_layers(model, data, verbose, whitening_eps: float) -> None:
@@ -400,6 +421,18 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
         _say("TensorBoard logs: off, the tensorboard package is not installed "
              "(pip install tensorboard)", verbose)
 
+    requested = config            # saved as config.yaml; a time budget may change the epochs
+    decision = None
+    if config["time_budget_minutes"] is not None:
+        if dist.name == "multiworker":
+            raise ValueError("time_budget_minutes: not with a multi-worker strategy (each "
+                             "worker would measure its own speed)")
+        decision = read_decision(run.real / BUDGET_FILE) if resume else None
+        if decision is not None:
+            config = dict(config, epochs=decision["epochs"])
+            _say(f"Time budget: keeping the {decision['epochs']} epochs chosen when the run "
+                 "started", verbose)
+
     initial_epoch = run.resume_epoch() if resume else 0
     if resume and initial_epoch >= config["epochs"] and run.model.is_file() \
             and run.metrics.is_file():
@@ -436,6 +469,19 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
                              distributed=dist.name != "none")
         if dist.name == "multiworker":
             _fix_multiworker_build(model)
+    if config["time_budget_minutes"] is not None and decision is None:
+        decision = _choose_epochs_for_budget(model, config, train_ds, steps, data, started,
+                                             distributed=dist.name != "none")
+        config = dict(config, epochs=decision["epochs"])
+        _say(f"Time budget: {decision['epochs']} epochs of about "
+             f"{decision['epoch_seconds_estimate']:.0f} s fit in "
+             f"{config['time_budget_minutes']:g} minutes (at most {requested['epochs']}; "
+             f"{decision['step_seconds']:.3g} s per step measured)", verbose)
+        with dist.strategy.scope():
+            # A fresh optimizer (the timed steps moved the first one) and a schedule sized to
+            # the chosen epochs.
+            compile_for_training(model, config, steps, optimizer_hook=optimizer_hook,
+                                 distributed=dist.name != "none")
 
     arch = arch_name or config["arch"]
     meta = run_metadata(class_names=data.class_names, arch=arch, image_shape=data.image_shape,
@@ -446,7 +492,9 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
 
     run.create()
     if dist.is_chief:
-        save_config(config, run.config)
+        save_config(requested, run.config)
+        if decision is not None:
+            write_decision(run.path / BUDGET_FILE, decision)
     if resume:
         _say(f"Resuming at epoch {initial_epoch + 1} of {config['epochs']}", verbose)
 
@@ -507,6 +555,8 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
         "steps_per_epoch": steps,
         "resumed_from_epoch": initial_epoch if resume else None,
     }
+    if decision is not None:
+        metrics["time_budget"] = decision
     if nan:
         metrics["nan_at"] = {"epoch": parts.nan_guard.epoch, "step": parts.nan_guard.step}
     write_json(run.metrics, metrics)

@@ -1,0 +1,92 @@
+"""Training to a time budget: as many epochs as fit in ``time_budget_minutes``.
+
+A recipe tuned for an hour on one CPU runs far longer on a slower one, and leaves time unused
+on a faster one. With a budget, ``fit`` times a few training steps of the compiled model before
+training, restores the weights those steps changed, and trains ``floor(time left / estimated
+epoch)`` epochs (at least 1, at most the config's ``epochs``), with the learning-rate schedule
+and Lookahead sized to that count, as if the recipe had said it. The count is written to
+``DIR/time_budget.json``; a resumed run keeps it instead of measuring again.
+
+The estimate of an epoch: the timed steps' rate over the epoch's steps, plus its validation at
+a third of a training step's cost per image (a forward pass without the backward one), plus
+``EPOCH_MARGIN`` for what an epoch does besides (its first step's tracing, checkpoints).
+Nothing here is exact: the figures in ``time_budget.json`` say how close it came.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+# Fraction added to the estimated epoch time, for tracing, checkpoints and noise.
+EPOCH_MARGIN = 0.03
+# Timed compiled calls, after one untimed call that traces the step and fills the pipeline.
+TIMED_CALLS = 1
+# Validation costs about this fraction of a training step per image.
+VALIDATION_COST = 1.0 / 3.0
+BUDGET_FILE = "time_budget.json"
+
+
+def epochs_within_budget(budget_seconds: float, elapsed_seconds: float, epoch_seconds: float,
+                         max_epochs: int) -> int:
+    """Whole epochs of ``epoch_seconds`` (plus the margin) that fit in what is left of the
+    budget; at least 1, at most ``max_epochs``."""
+    left = budget_seconds - elapsed_seconds
+    fitting = math.floor(left / (epoch_seconds * (1.0 + EPOCH_MARGIN))) if epoch_seconds > 0 \
+        else max_epochs
+    return int(max(1, min(max_epochs, fitting)))
+
+
+def _call_end_timer():
+    import keras
+
+    class CallEnds(keras.callbacks.Callback):
+        """``perf_counter`` at the end of every compiled call."""
+
+        def __init__(self):
+            super().__init__()
+            self.times = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.perf_counter())
+
+    return CallEnds()
+
+
+def time_training_steps(model, train_ds, steps_per_call: int) -> float:
+    """Seconds per training step of the compiled ``model`` on ``train_ds``: one untimed call
+    (tracing, the input pipeline filling its buffers), then ``TIMED_CALLS`` timed ones. The
+    weights, BatchNorm statistics included, are put back afterwards; the optimizer's state is
+    not (recompile the model before training)."""
+    weights = model.get_weights()
+    timer = _call_end_timer()
+    calls = 1 + TIMED_CALLS
+    try:
+        # Repeated: a small dataset may hold fewer batches than the probe's calls.
+        model.fit(train_ds.repeat().take(calls * steps_per_call), epochs=1, verbose=0,
+                  callbacks=[timer], shuffle=False)
+    finally:
+        model.set_weights(weights)
+    if len(timer.times) < calls:
+        raise RuntimeError("the time-budget probe ran out of training data")
+    return (timer.times[-1] - timer.times[-1 - TIMED_CALLS]) / (TIMED_CALLS * steps_per_call)
+
+
+def estimate_epoch_seconds(step_seconds: float, steps_per_epoch: int, val_images: int,
+                           batch_size: int) -> float:
+    """An epoch's training steps plus its validation pass."""
+    validation = val_images / batch_size * step_seconds * VALIDATION_COST
+    return step_seconds * steps_per_epoch + validation
+
+
+def write_decision(path, decision: dict) -> None:
+    from keras_resnet.training.config import write_text_atomic
+
+    write_text_atomic(path, json.dumps(decision, indent=2) + "\n")
+
+
+def read_decision(path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,103 @@
+"""Training to a time budget: the arithmetic, the timed steps leaving the model as it was, and
+``fit`` training the epochs it chose with a schedule sized to them. No test depends on how fast
+this machine is: the budgets are far too small or far too large for that."""
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from conftest import SMALL_MODEL
+from keras_resnet.training import config as C
+from keras_resnet.training.budget import (EPOCH_MARGIN, epochs_within_budget,
+                                          estimate_epoch_seconds, time_training_steps)
+from keras_resnet.training.rundir import read_history
+
+TINY = [*SMALL_MODEL, "data.spec=shapes:classes=2,train=64,val=16", "batch_size=16",
+        "data.augment=none", "tensorboard=false", "verbose=0"]
+
+
+def test_epochs_that_fit_are_whole_and_bounded():
+    # 3,500 s left, epochs of 350 s plus the margin: 9 fit, not 10.
+    assert epochs_within_budget(3600, 100, 350, 40) == 9
+    assert epochs_within_budget(3600, 100, 3500 / (10 * (1 + EPOCH_MARGIN)), 40) == 10
+    assert epochs_within_budget(3600, 0, 10, 5) == 5              # at most the config's epochs
+    assert epochs_within_budget(60, 90, 10, 5) == 1               # at least one
+    assert estimate_epoch_seconds(8.0, 44, 5000, 1024) == pytest.approx(352 + 5000 / 1024 * 8 / 3)
+
+
+def test_timed_steps_leave_the_weights_and_statistics_as_they_were():
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=2)
+    images = np.random.RandomState(0).normal(size=(12, 8, 8, 3)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((images, np.arange(12) % 2)).batch(4)
+    before = [w.copy() for w in model.get_weights()]
+    # Three batches, two calls of two steps: the probe repeats the data it needs.
+    seconds = time_training_steps(model, dataset, steps_per_call=2)
+    assert seconds > 0
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert int(model.optimizer.iterations) == 4        # it did train (hence: recompile)
+
+
+def test_a_budget_too_small_for_one_epoch_trains_one_with_the_schedule_sized_to_it(tmp_path):
+    from keras_resnet.training.fit import fit
+
+    run = tmp_path / "run"
+    overrides = [*TINY, "epochs=3", "time_budget_minutes=0.0001", "optimizer.lr=0.1",
+                 "schedule.name=onecycle", "schedule.div_factor=10",
+                 "schedule.final_div_factor=100"]
+    result = fit(None, output=run, overrides=overrides)
+    rows = read_history(run / "history.csv")
+    assert len(rows) == 1 and result.metrics["epochs_planned"] == 1
+    # The one-cycle ended where a 1-epoch schedule ends (a 3-epoch one would be near its peak).
+    assert rows[0]["learning_rate"] == pytest.approx(0.1 / 10 / 100, rel=1e-3)
+    decision = json.loads((run / "time_budget.json").read_text())
+    assert decision["epochs"] == 1 and decision["max_epochs"] == 3
+    assert decision["step_seconds"] > 0 and result.metrics["time_budget"] == decision
+    # config.yaml keeps what was asked; the run's models record what was trained.
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["epochs"] == 3 and saved["time_budget_minutes"] == 0.0001
+    from keras_resnet.models import read_metadata
+
+    assert read_metadata(run / "model.keras")["recipe"]["epochs"] == 1
+    # Resumed with the same command, the run keeps its choice instead of measuring again.
+    again = fit(None, output=run, overrides=overrides, resume=True)
+    assert again.stopped == "already_complete"
+
+
+def test_a_large_budget_trains_the_configs_epochs_from_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from keras_resnet.cli.main import cli
+
+    run = tmp_path / "run"
+    done = CliRunner().invoke(cli, ["fit", "--time-budget", "600", "--epochs", "2", "-o",
+                                    str(run), *TINY])
+    assert done.exit_code == 0, done.output
+    assert len(read_history(run / "history.csv")) == 2
+    assert json.loads((run / "time_budget.json").read_text())["epochs"] == 2
+    assert json.loads((run / "metrics.json").read_text())["time_budget"]["minutes"] == 600
+    refused = CliRunner().invoke(cli, ["fit", "--time-budget", "0", "-o", str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "--time-budget" in refused.output
+
+
+def test_budget_conflicts_are_config_errors():
+    with pytest.raises(C.ConfigError) as info:
+        C.resolve_config(None, ["time_budget_minutes=30", "schedule.name=multistep",
+                                "schedule.milestones=[2]", "strategy=multiworker"])
+    assert [e.split(":")[0] for e in info.value.errors] == ["time_budget_minutes",
+                                                            "time_budget_minutes"]
+    with pytest.raises(C.ConfigError, match="time_budget_minutes: must be greater than 0"):
+        C.resolve_config(None, ["time_budget_minutes=0"])
