@@ -101,3 +101,13 @@ def test_budget_conflicts_are_config_errors():
                                                             "time_budget_minutes"]
     with pytest.raises(C.ConfigError, match="time_budget_minutes: must be greater than 0"):
         C.resolve_config(None, ["time_budget_minutes=0"])
+
+
+def test_fine_tuning_gives_the_budget_to_its_second_phase():
+    from keras_resnet.training.finetune import phase_config, resolve_finetune_config
+
+    full = resolve_finetune_config(None, ["time_budget_minutes=20", "finetune.head_epochs=2",
+                                          "finetune.source=keras:resnet50", "data.spec=shapes"])
+    assert phase_config(full, "head")["time_budget_minutes"] is None
+    assert phase_config(full, "head")["epochs"] == 2
+    assert phase_config(full, "finetune")["time_budget_minutes"] == 20

@@ -184,11 +184,13 @@ def resume_finetune_config(saved: dict, config=None, overrides=None) -> dict:
 
 def phase_config(config: dict, phase: str) -> dict:
     """The ``fit`` config of one phase. Phase 2 is the config itself; phase 1 trains for
-    ``head_epochs`` at ``head_lr``, cosine decay without warm-up (only the head learns)."""
+    ``head_epochs`` at ``head_lr``, cosine decay without warm-up (only the head learns), and
+    leaves a time budget to phase 2."""
     fit_config = {key: copy.deepcopy(value) for key, value in config.items()
                   if key != "finetune"}
     if phase == "head":
         settings = config["finetune"]
+        fit_config["time_budget_minutes"] = None
         fit_config["epochs"] = settings["head_epochs"]
         fit_config["optimizer"]["lr"] = settings["head_lr"]
         fit_config["schedule"].update(name="cosine", warmup_epochs=0.0, milestones=[])
