@@ -473,7 +473,8 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
         decision = _choose_epochs_for_budget(model, config, train_ds, steps, data, started,
                                              distributed=dist.name != "none")
         config = dict(config, epochs=decision["epochs"])
-        _say(f"Time budget: {decision['epochs']} epochs of about "
+        chosen = decision["epochs"]
+        _say(f"Time budget: {chosen} epoch{'s' if chosen != 1 else ''} of about "
              f"{decision['epoch_seconds_estimate']:.0f} s fit in "
              f"{config['time_budget_minutes']:g} minutes (at most {requested['epochs']}; "
              f"{decision['step_seconds']:.3g} s per step measured)", verbose)
