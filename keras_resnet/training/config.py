@@ -180,8 +180,9 @@ SCHEMA: dict = {
 }
 
 # Keys that may change when a run is resumed; the rest must match the saved config.
-RESUMABLE_KEYS = ("epochs", "time_budget_minutes", "strategy", "verbose", "tensorboard", "steps_per_execution",
-                  "jit_compile", "checkpoint.save_freq", "early_stopping.patience",
+RESUMABLE_KEYS = ("epochs", "time_budget_minutes", "strategy", "verbose", "tensorboard",
+                  "steps_per_execution", "jit_compile", "checkpoint.save_freq",
+                  "early_stopping.patience",
                   "early_stopping.monitor", "early_stopping.min_delta", "data.cache",
                   "precision", "fused_batchnorm", "matmul_small_convs", "deterministic")
 

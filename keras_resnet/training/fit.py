@@ -110,15 +110,14 @@ def build_model(config: dict, data):
                         input_shape=tuple(data.image_shape), **options)
 
 
-def _choose_epochs_for_budget(model, config: dict, train_ds, steps: int, data, started: float,
-                              *, distributed: bool) -> dict:
+def _choose_epochs_for_budget(model, config: dict, train_ds, steps: int, data,
+                              started: float) -> dict:
     """Time the compiled model's steps and pick the epochs that fit the budget
     (``keras_resnet.training.budget``). Returns the decision recorded in the run directory."""
     from keras_resnet.training.budget import (epochs_within_budget, estimate_epoch_seconds,
                                               time_training_steps)
 
-    per_call = resolve_steps_per_execution(config, steps, distributed)
-    step_seconds = time_training_steps(model, train_ds, per_call)
+    step_seconds = time_training_steps(model, train_ds, int(model.steps_per_execution))
     epoch_seconds = estimate_epoch_seconds(step_seconds, steps, data.num_examples.get("val", 0),
                                            config["batch_size"])
     budget_seconds = 60.0 * config["time_budget_minutes"]
@@ -470,8 +469,7 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
         if dist.name == "multiworker":
             _fix_multiworker_build(model)
     if config["time_budget_minutes"] is not None and decision is None:
-        decision = _choose_epochs_for_budget(model, config, train_ds, steps, data, started,
-                                             distributed=dist.name != "none")
+        decision = _choose_epochs_for_budget(model, config, train_ds, steps, data, started)
         config = dict(config, epochs=decision["epochs"])
         chosen = decision["epochs"]
         _say(f"Time budget: {chosen} epoch{'s' if chosen != 1 else ''} of about "
