@@ -23,6 +23,27 @@ def test_every_shipped_recipe_validates(name):
     assert config["epochs"] >= 1 and config["arch"]
 
 
+# The CIFAR-10 recipes, the benchmark runs BENCHMARKS.md quotes for them, and the keys added
+# to a recipe since its run.
+MEASURED_RECIPES = {
+    "cifar10_fast": ("cifar10_fast_airbench1024", set()),
+    "cifar10_airbench94": ("cifar10_airbench94_budget58_avx2", set()),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(MEASURED_RECIPES))
+def test_cifar_recipes_still_train_the_runs_their_figures_come_from(recipe):
+    """A recipe quotes the accuracy of one recorded run, so it must still train that run (the
+    data path, which the benchmark passes, and the log verbosity may differ)."""
+    run, added_since = MEASURED_RECIPES[recipe]
+    measured = C.CONFIGS_DIR.parent / "benchmarks" / "results" / run / "config.yaml"
+    shipped = C.flatten(C.resolve_config(recipe))
+    recorded = C.flatten(C.resolve_config(measured))
+    differences = {key: (shipped.get(key), recorded.get(key))
+                   for key in shipped.keys() | recorded.keys()
+                   if shipped.get(key) != recorded.get(key)}
+    assert set(differences) <= {"data.spec", "verbose"} | added_since, differences
+
 
 def test_model_choices_match_what_create_model_accepts():
     """The schema stays free of Keras, so it repeats the factory's choices: keep them equal."""
