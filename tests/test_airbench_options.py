@@ -138,6 +138,52 @@ def test_bn_offsets_move_by_the_multiplied_rate_and_nothing_else_does():
         np.testing.assert_allclose(delta, expected, rtol=1e-5, err_msg=path)
 
 
+def test_decayed_bn_offsets_shrink_per_step_like_every_other_weight():
+    """airbench's 64x offset rate scales the gradient step, not the weight decay."""
+    from keras_resnet.training.optimizers import build_optimizer
+
+    model = create_model("airbench94", num_classes=10, input_shape=(32, 32, 3), bn_scale=False)
+    offsets = {bn.beta.path for bn in _batchnorms(model)}
+    assert len(offsets) == 7
+    for variable in model.trainable_variables:
+        variable.assign(keras.ops.ones_like(variable))
+    optimizer = build_optimizer({"name": "sgd", "momentum": 0.0, "nesterov": False,
+                                 "weight_decay": 0.5, "decay_norm_and_bias": True}, 0.1)
+    scale_bn_bias_rates(optimizer, model, 64.0)
+    optimizer.apply([keras.ops.zeros_like(v) for v in model.trainable_variables],
+                    model.trainable_variables)
+    # No gradient: only the decay moves the weights, by lr * weight_decay = 5% for all.
+    for variable in model.trainable_variables:
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), 0.95, rtol=1e-6,
+                                   err_msg=variable.path)
+    # The gradient step itself is still 64x for the offsets.
+    grads = [keras.ops.ones_like(v) for v in model.trainable_variables]
+    before = {v.path: keras.ops.convert_to_numpy(v).copy() for v in model.trainable_variables}
+    optimizer.apply(grads, model.trainable_variables)
+    for variable in model.trainable_variables:
+        step = before[variable.path] * 0.95 - keras.ops.convert_to_numpy(variable)
+        np.testing.assert_allclose(step, 0.1 * (64.0 if variable.path in offsets else 1.0),
+                                   rtol=1e-4, err_msg=variable.path)
+
+
+def test_without_stem_bn_the_whitened_patches_go_straight_to_the_activation(tmp_path):
+    kwargs = dict(num_classes=10, input_shape=(32, 32, 3), activation="gelu", bn_scale=False)
+    with_bn = create_model("airbench94", **kwargs)
+    without = create_model("airbench94", stem_bn=False, **kwargs)
+    names = [layer.name for layer in without.layers]
+    assert "stem_bn" in [layer.name for layer in with_bn.layers] and "stem_bn" not in names
+    assert names[names.index("stem_whiten") + 1] == "stem_gelu"
+    # All the stem's BN held: 24 offsets and two moving statistics per channel.
+    assert with_bn.count_params() - without.count_params() == 3 * 24
+    path = tmp_path / "m.keras"
+    without.save(path)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(keras.models.load_model(path).predict(images, verbose=0),
+                               without.predict(images, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match="applies to the whitening stem only"):
+        create_model("resnet20", stem_bn=False)
+
+
 def _tiny_model():
     inputs = keras.Input((4,))
     outputs = keras.layers.Dense(2)(keras.layers.BatchNormalization()(inputs))

@@ -46,6 +46,7 @@ def create_model(
     head_scale: float = 1.0,
     bn_momentum: float = 0.9,
     activation: str = "relu",
+    stem_bn: bool = True,
 ) -> keras.Model:
     """Build the zoo entry ``name`` as a Keras functional model.
 
@@ -86,6 +87,10 @@ def create_model(
             ``momentum=0.1``); airbench, at batch 1024, uses 0.6 (its PyTorch ``momentum=0.4``).
         activation: the nonlinearity after every BatchNorm: ``"relu"`` (the ResNet papers),
             ``"gelu"`` (airbench; exact, not the tanh approximation) or ``"silu"``.
+        stem_bn: ``False`` sends the whitening stem's output straight to the activation, as
+            airbench does, instead of through a BatchNorm first. The whitened channels then
+            keep the variances the whitening gave them: the faintest patch directions, which
+            the whitening's ``eps`` damps, are not scaled back up to unit variance.
     """
     spec = get_spec(name)
     if num_classes is None:
@@ -117,6 +122,9 @@ def create_model(
     _check(not (spec["stem"] == "whitening" and spec["shortcut"] == "zeropad"),
            "the whitening stem gives 24 channels, which zero-padding shortcuts cannot adapt; "
            "use the projection shortcut (shortcut='projection', model.shortcut=projection)")
+    _check(bool(stem_bn) or spec["stem"] == "whitening",
+           f"stem_bn=False applies to the whitening stem only; {name}'s stem is "
+           f"{spec['stem']!r}")
     _check(classifier_activation in CLASSIFIER_ACTIVATIONS,
            f"classifier_activation must be one of {CLASSIFIER_ACTIVATIONS}, "
            f"got {classifier_activation!r}")
@@ -130,5 +138,5 @@ def create_model(
         width_multiplier=float(width_multiplier), classifier_activation=classifier_activation,
         mean=mean, std=std, preprocessing=preprocessing, bn_scale=bool(bn_scale),
         identity_init=bool(identity_init), head_scale=float(head_scale),
-        bn_momentum=float(bn_momentum), activation=activation,
+        bn_momentum=float(bn_momentum), activation=activation, stem_bn=bool(stem_bn),
     )

@@ -42,8 +42,9 @@ class _Builder:
 
     def __init__(self, spec: dict, *, zero_init_residual: bool, drop_path_rate: float,
                  width_multiplier: float, bn_scale: bool = True, bn_momentum: float = 0.9,
-                 activation: str = "relu"):
+                 activation: str = "relu", stem_bn: bool = True):
         self.spec = spec
+        self.stem_bn = stem_bn
         self.conv_init, self.classifier_init = kernel_initializers(spec.get("kernel_init", "he"))
         self.activation = activation
         self.bn_momentum = bn_momentum
@@ -104,7 +105,8 @@ class _Builder:
             # Frozen 2x2 patch-whitening filters (set from data by init_patch_whitening).
             x = layers.Conv2D(WHITENING_FILTERS, PATCH_SIZE, padding="valid", use_bias=False,
                               trainable=False, name=WHITENING_LAYER)(x)
-            x = self.bn(x, "stem_bn")
+            if self.stem_bn:
+                x = self.bn(x, "stem_bn")
             x = self.act(x, "stem_relu")
         elif kind == "deep":
             x = self.conv_bn_relu(x, self.width(32), 3, 2, "stem", "1")
@@ -236,11 +238,13 @@ def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, includ
                  width_multiplier: float, classifier_activation, mean, std,
                  preprocessing: bool, bn_scale: bool = True,
                  identity_init: bool = False, head_scale: float = 1.0,
-                 bn_momentum: float = 0.9, activation: str = "relu") -> keras.Model:
+                 bn_momentum: float = 0.9, activation: str = "relu",
+                 stem_bn: bool = True) -> keras.Model:
     """Emit the functional graph of one spec row; arguments are validated by ``create_model``."""
     builder = _Builder(spec, zero_init_residual=zero_init_residual,
                        drop_path_rate=drop_path_rate, width_multiplier=width_multiplier,
-                       bn_scale=bn_scale, bn_momentum=bn_momentum, activation=activation)
+                       bn_scale=bn_scale, bn_momentum=bn_momentum, activation=activation,
+                       stem_bn=stem_bn)
     inputs = keras.Input(shape=tuple(input_shape), name="images")
     x = inputs
     if preprocessing:

@@ -76,6 +76,8 @@ SCHEMA: dict = {
         "stem": F(None, "str", "override the zoo entry's stem (whitening: frozen 2x2 "
                   "patch-whitening filters fitted to the training images)",
                   choices=("imagenet", "deep", "cifar", "whitening"), nullable=True),
+        "stem_bn": F(True, "bool", "whitening stem: a BatchNorm before its activation "
+                     "(false: none, as airbench)"),
         "whitening_eps": F(5e-4, "float", "whitening stem: added to each eigenvalue before "
                            "scaling by 1/sqrt; larger damps the faintest patch directions",
                            minimum=0, exclusive=True),

@@ -102,13 +102,15 @@ def depth_lr_multipliers(model: keras.Model, decay: float) -> dict[str, float]:
     return multipliers
 
 
-def apply_lr_multipliers(optimizer: keras.optimizers.Optimizer, variables, multipliers) -> None:
+def apply_lr_multipliers(optimizer: keras.optimizers.Optimizer, variables, multipliers, *,
+                         scale_decay: bool = True) -> None:
     """Give each variable its own learning rate: ``multipliers[variable.path]`` times the
     optimizer's (scheduled) rate. Keras 3 has no per-variable learning rate and ``fit`` takes
     one optimizer, so this wraps the one place where an optimizer reads its rate,
     ``update_step(gradient, variable, learning_rate)``, on this instance only: the optimizer's
     config and saved state stay those of a plain Keras optimizer. Decoupled weight decay, which
-    Keras applies before the update with the full rate, is rescaled by the same factor.
+    Keras applies before the update with the full rate, is rescaled by the same factor, unless
+    ``scale_decay`` is ``False`` (then each step shrinks the variable as much as any other).
 
     Exact for every Keras optimizer (SGD, momentum, Adam, AdamW ...): each uses the
     ``learning_rate`` it is given for the whole step.
@@ -119,7 +121,7 @@ def apply_lr_multipliers(optimizer: keras.optimizers.Optimizer, variables, multi
         if factor != 1.0:
             key = optimizer._var_key(variable)
             by_key[key] = factor
-            if optimizer.weight_decay and optimizer._use_weight_decay(variable):
+            if scale_decay and optimizer.weight_decay and optimizer._use_weight_decay(variable):
                 decayed.add(key)
     if not by_key:
         return
