@@ -208,3 +208,66 @@ def test_small_images_pass_unchanged_when_no_size_is_given(cifar_small):
     bigger = load_data(str(cifar_small), batch_size=4, val_split=0.0, image_size=64)
     bx, _ = _first_batch(bigger.dataset("train"))
     assert bx.shape == (4, 64, 64, 3)
+
+
+def test_every_whole_pixel_shift_is_equally_likely():
+    """As pad-and-crop (torchvision's ``RandomCrop(padding=2)``, airbench's crop): each of the
+    5 shifts from -2 to +2 on each axis about 1/5 of the time, the extremes included."""
+    import tensorflow as tf
+
+    from keras_resnet.data.augment import build_batch_augmenter
+
+    augmenter = build_batch_augmenter(parse_augment("crop", 2), (32, 32, 3), seed=5)
+    dots = np.zeros((2000, 32, 32, 3), np.uint8)
+    dots[:, 16, 16] = 255                       # one lit pixel, far from every border
+    out = np.asarray(augmenter(tf.constant(dots)))[..., 0]
+    _, rows, cols = np.nonzero(out == 255)
+    assert len(rows) == 2000                    # the dot is moved, never lost or doubled
+    for moved in (rows - 16, cols - 16):
+        counts = np.bincount(moved + 2, minlength=5)
+        assert len(counts) == 5                 # never beyond 2 pixels
+        # 1/5 is 400 of 2000; a pixel-wide sliver (the old extremes) would give about 250.
+        assert counts.min() > 330 and counts.max() < 470, counts
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_pass(cifar_small):
+    """airbench's derandomised flip: a fixed random half of the images mirrored in even
+    epochs, exactly the other half in odd ones; ``train`` holds one even and one odd pass."""
+    from keras_resnet.data.augment import parse_augment as parse
+
+    assert parse("flip+altflip+reflect").switches == ("reflect", "altflip")  # replaces flip
+    data = load_data(str(cifar_small), batch_size=50, augment="altflip", val_split=0.0,
+                     seed=7)
+    assert data.train_passes == 2
+    originals = {o.tobytes(): i for i, o in enumerate(data.numpy("train")[0])}
+    mirrors = {o[:, ::-1].tobytes(): i for i, o in enumerate(data.numpy("train")[0])}
+    batches = [np.asarray(x).astype(np.uint8) for x, _ in data.train]
+    assert len(batches) == 8                     # 200 images, batch 50, two passes
+    passes = []
+    for half in (batches[:4], batches[4:]):
+        mirrored = {}
+        for image in np.concatenate(half):
+            key = image.tobytes()
+            assert key in originals or key in mirrors
+            if key in originals:                 # a symmetric image counts as unmirrored
+                mirrored[originals[key]] = False
+            else:
+                mirrored[mirrors[key]] = True
+        assert len(mirrored) == 200              # each image once per pass
+        passes.append(mirrored)
+    even, odd = passes
+    assert 60 < sum(even.values()) < 140        # a random half, not all or none
+    assert all(even[i] != odd[i] for i in even)  # the other half next epoch
+    # The same images are mirrored in the next even pass (the pairing is fixed for the run),
+    # in a new order; a run resuming at an odd epoch starts with the odd pass.
+    def unmirrored(dataset):
+        images = np.concatenate([np.asarray(x).astype(np.uint8) for x, _ in dataset.take(4)])
+        return {originals[i.tobytes()] for i in images if i.tobytes() in originals}
+
+    again = data.train.take(4)
+    assert unmirrored(again) == {i for i, m in even.items() if not m}
+    order = [originals.get(i.tobytes()) for i in np.concatenate(batches[:4])]
+    assert [originals.get(i.tobytes()) for i in
+            np.concatenate([np.asarray(x).astype(np.uint8) for x, _ in again])] != order
+    assert unmirrored(data.train_from_epoch(3)) == {i for i, m in odd.items() if not m}
+    assert unmirrored(data.train_from_epoch(4)) == {i for i, m in even.items() if not m}

@@ -133,6 +133,17 @@ def test_epochs_of_a_set_step_count_train_exactly_that_many_steps(tmp_path):
     assert int(result.model.optimizer.iterations) == 2 * 10
 
 
+def test_alternating_flip_epochs_are_one_pass_each(tmp_path):
+    """With ``altflip`` one iteration of the training pipeline is two epochs (even, odd): fit
+    must still count an epoch as one pass over the 64 images (4 steps of 16)."""
+    from keras_resnet.training.fit import fit
+
+    result = fit(None, output=tmp_path / "run",
+                 overrides=[*TINY, "epochs=3", "data.augment=altflip+reflect", "verbose=0"])
+    assert result.metrics["steps_per_epoch"] == 4
+    assert int(result.model.optimizer.iterations) == 3 * 4
+
+
 def test_second_fit_into_the_same_directory_refuses(trained):
     before = (trained.run_dir / "metrics.json").read_bytes()
     result = CliRunner().invoke(cli, ["fit", "--output", str(trained.run_dir), *LEARN])

@@ -10,11 +10,15 @@ token           what it does
 ``imagenet``    ``rrc`` + ``flip`` + ``jitter``
 ``crop``        random crop after padding by 1/8 of the size, or by ``crop_padding`` pixels
                 (``keras.layers.RandomTranslation`` with zero fill and nearest sampling: the
-                same pixels as pad-and-crop, per image)
+                same pixels as pad-and-crop, per image, each whole-pixel shift from -pad to
+                +pad equally likely on each axis, as torchvision's ``RandomCrop(padding=)``)
 ``reflect``     ``crop`` with the border filled by reflecting the image instead of with black
                 (Page's ResNet-9 and airbench's choice): no artificial black edges for the
                 first layers to learn; replaces ``crop``, so ``cifar+reflect`` is flip + this
 ``flip``        horizontal flip (``keras.layers.RandomFlip``)
+``altflip``     alternating flip (airbench's derandomised flip, Jordan 2024): a random half of
+                the images is mirrored in even epochs and the other half in odd ones, so
+                every image is seen both ways in any two epochs in a row; replaces ``flip``
 ``rrc``         random resized crop, scale 0.08-1, aspect 3/4-4/3 (per image, before batching)
 ``jitter``      brightness, contrast, saturation, hue (``keras.layers.RandomColorJitter``)
 ``randaugment`` ``keras.layers.RandAugment`` (2 ops, magnitude 0.5)
@@ -42,7 +46,7 @@ PRESETS = {
     "imagenet": ("rrc", "flip", "jitter"),
 }
 # Order in which switches run: geometry, then colour, then policies, then occlusion.
-SWITCHES = ("rrc", "crop", "reflect", "flip", "jitter", "randaugment", "erasing", "cutout")
+SWITCHES = ("rrc", "crop", "reflect", "flip", "altflip", "jitter", "randaugment", "erasing", "cutout")
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
 # Scale range of the random resized crop used only to bring larger images to the training
@@ -79,8 +83,14 @@ class AugmentPlan:
         return "rrc" in self.switches
 
     @property
+    def alternating_flip(self) -> bool:
+        return "altflip" in self.switches
+
+    @property
     def batch_switches(self) -> tuple[str, ...]:
-        return tuple(s for s in self.switches if s != "rrc")
+        """The switches applied per batch by Keras layers (``rrc`` is cropped per image before
+        batching, ``altflip`` per image by the pipeline, which knows the epoch)."""
+        return tuple(s for s in self.switches if s not in ("rrc", "altflip"))
 
     def __str__(self):
         return "+".join(self.switches) or "none"
@@ -108,16 +118,29 @@ def parse_augment(augment, crop_padding: int | None = None) -> AugmentPlan:
                              "with '+'")
     if "reflect" in chosen:
         chosen.discard("crop")             # the same crop, only the fill differs
+    if "altflip" in chosen:
+        chosen.discard("flip")             # the same flips, scheduled instead of drawn
     return AugmentPlan(tuple(s for s in SWITCHES if s in chosen),
                        None if crop_padding is None else int(crop_padding))
 
 
 def _crop_fractions(image_shape, crop_padding):
-    """RandomTranslation's (height, width) factors: ``crop_padding`` pixels of each side."""
-    if crop_padding is None:
-        return CROP_PAD_FRACTION, CROP_PAD_FRACTION
+    """RandomTranslation's (height, width) factors for shifts of up to ``crop_padding`` pixels
+    (default 1/8 of each side).
+
+    RandomTranslation draws a shift uniformly from [-factor, factor] of the side and, with
+    nearest sampling, moves the image by that shift rounded to whole pixels. A factor of
+    exactly ``pad / side`` would make the extreme shifts half as likely as the others (a
+    pixel-wide sliver each); ``(pad + 0.5) / side`` makes every shift from -pad to +pad
+    equally likely, as pad-and-crop draws them.
+    """
     height, width = int(image_shape[0]), int(image_shape[1])
-    return min(1.0, crop_padding / height), min(1.0, crop_padding / width)
+
+    def factor(side):
+        pad = round(CROP_PAD_FRACTION * side) if crop_padding is None else int(crop_padding)
+        return min(1.0, (pad + 0.5) / side)
+
+    return factor(height), factor(width)
 
 
 def _layers(switches, image_shape, seed, crop_padding=None):

@@ -1,8 +1,9 @@
 """``load_data``: a data spec -> ``ImageData`` with batched ``tf.data`` train/val/test pipelines.
 
-Train: (parallel decode) -> fit to the image size -> cache -> shuffle -> batch -> augment ->
-one-hot -> MixUp/CutMix -> prefetch. Eval: (parallel decode) -> fit -> cache -> batch ->
-prefetch. Images stay raw 0-255 pixels (normalisation is inside the model).
+Train: (parallel decode) -> fit to the image size -> cache -> shuffle -> (alternating flip) ->
+batch -> augment -> one-hot -> MixUp/CutMix -> prefetch; with the alternating flip, two such
+passes (an even epoch, then an odd one) over one cache. Eval: (parallel decode) -> fit ->
+cache -> batch -> prefetch. Images stay raw 0-255 pixels (normalisation is inside the model).
 """
 from __future__ import annotations
 
@@ -209,7 +210,15 @@ class ImageData:
         self.drop_remainder = drop_remainder
         self.num_examples = {split: len(splits[split]) if split in splits else 0
                              for split in SPLITS}
-        self.train = self._pipeline("train", training=True, contract_labels=True)
+        # Which images the alternating flip mirrors in even epochs, fixed for the run.
+        self._flip_seed = tf.constant(
+            np.random.default_rng(seed).integers(2 ** 31) if seed is not None
+            else np.random.randint(2 ** 31), tf.int64)
+        # Two with the alternating flip: one iteration of ``train`` is an even epoch, then an
+        # odd one (fit repeats it and counts steps per epoch).
+        self.train_passes = 2 if self.augment.alternating_flip else 1
+        self.train = self._pipeline("train", training=True, contract_labels=True,
+                                    passes=self.train_passes)
         self.val = self._pipeline("val", False, True) if "val" in splits else None
         self.test = self._pipeline("test", False, True) if "test" in splits else None
 
@@ -220,11 +229,15 @@ class ImageData:
 
     # -- building blocks --
 
-    def _images_dataset(self, split_name: str, training: bool):
+    def _images_dataset(self, split_name: str, training: bool, passes: int = 1):
         """Unbatched ``(image uint8 (H, W, 3), label int32)`` at the image size; shuffled when
         ``training``. Deterministic work (decode, eval resize) comes before the cache, random
-        work (random resized crop) after it."""
+        work (random resized crop) after it.
+
+        Returns a list of ``passes`` datasets over one shared cache. With the alternating flip
+        the second pass mirrors exactly the images the first does not (``_flip_by_parity``)."""
         split = self.splits[split_name]
+        alternating = training and self.augment.alternating_flip
         size = self.image_shape[:2]
         at_size = self._all_at_size(split)
         random_crop = training and (self.augment.random_resized_crop or (
@@ -265,27 +278,65 @@ class ImageData:
                 # (or that only TensorFlow rejects) from ending an epoch.
                 dataset = dataset.ignore_errors(log_warning=True)
 
+        if alternating:
+            # Each image's place in the split fixes which pass mirrors it.
+            dataset = dataset.enumerate()
         if self.cache and 0 < cached_bytes <= _memory_budget():
             dataset = dataset.cache()
-        if training:
-            per_image = (cached_bytes or split.decoded_bytes()) // max(1, len(split))
-            buffer = int(min(len(split), max(1024, SHUFFLE_BUFFER_BYTES // max(1, per_image))))
-            dataset = dataset.shuffle(buffer, seed=self.seed, reshuffle_each_iteration=True)
-        if random_crop:
-            scale = (augment_module.RRC_SCALE if self.augment.random_resized_crop
-                     else augment_module.FIT_RRC_SCALE)
-            seed = self.seed
+        cached = dataset
+        passes_out = []
+        for parity in range(passes):
+            dataset = cached
+            if training:
+                per_image = (cached_bytes or split.decoded_bytes()) // max(1, len(split))
+                buffer = int(min(len(split),
+                                 max(1024, SHUFFLE_BUFFER_BYTES // max(1, per_image))))
+                # A different seed per pass: two shuffles with one seed give one order.
+                seed = None if self.seed is None else self.seed + parity
+                dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+            if random_crop:
+                dataset = self._random_crops(dataset, encoded, any_pil, alternating)
+            if alternating:
+                dataset = dataset.map(self._flip_by_parity(parity), num_parallel_calls=AUTOTUNE)
+            passes_out.append(dataset)
+        return passes_out
 
-            @tf.autograph.experimental.do_not_convert
-            def crop(image, label, *pil):
-                if encoded:
-                    image = decode_image_bytes(image, pil[0] if any_pil else None)
-                return augment_module.random_resized_crop(image, size, scale, seed=seed), label
+    def _random_crops(self, dataset, encoded, any_pil, indexed):
+        """Random resized crops (decoding cached bytes first); ``indexed``: elements carry
+        their index in front, which passes through."""
+        size = self.image_shape[:2]
+        scale = (augment_module.RRC_SCALE if self.augment.random_resized_crop
+                 else augment_module.FIT_RRC_SCALE)
+        seed = self.seed
 
-            dataset = dataset.map(crop, num_parallel_calls=AUTOTUNE)
+        @tf.autograph.experimental.do_not_convert
+        def crop(image, label, *pil):
             if encoded:
-                dataset = dataset.ignore_errors(log_warning=True)
+                image = decode_image_bytes(image, pil[0] if any_pil else None)
+            return augment_module.random_resized_crop(image, size, scale, seed=seed), label
+
+        if indexed:
+            dataset = dataset.map(lambda index, element: (index, crop(*element)),
+                                  num_parallel_calls=AUTOTUNE)
+        else:
+            dataset = dataset.map(crop, num_parallel_calls=AUTOTUNE)
+        if encoded:
+            dataset = dataset.ignore_errors(log_warning=True)
         return dataset
+
+    def _flip_by_parity(self, parity: int):
+        """``(index, (image, label)) -> (image, label)``, the image mirrored when its own
+        random bit (fixed by the seed and its index) differs from ``parity``: airbench's
+        alternating flip, a random half in one pass and the other half in the next."""
+        seed = self._flip_seed
+
+        def flip(index, element):
+            image, label = element
+            bit = tf.random.stateless_uniform((), seed=tf.stack([seed, index])) < 0.5
+            mirror = tf.not_equal(bit, bool(parity))
+            return tf.where(mirror, tf.image.flip_left_right(image), image), label
+
+        return flip
 
     @staticmethod
     def _encoded(split: Split):
@@ -300,9 +351,12 @@ class ImageData:
         return dataset.batch(self.batch_size, drop_remainder=self.drop_remainder,
                              num_parallel_calls=AUTOTUNE)
 
-    def _pipeline(self, split: str, training: bool, contract_labels: bool):
+    def _pipeline(self, split: str, training: bool, contract_labels: bool, passes: int = 1,
+                  first_epoch: int = 0):
         """Batched pipeline; ``contract_labels``: one-hot and MixUp/CutMix as configured,
-        else int32 labels and no mixing."""
+        else int32 labels and no mixing. ``passes``: passes over the images in one
+        iteration (``train_passes`` for ``train``); ``first_epoch``: the epoch it starts at,
+        whose parity picks the first pass of the alternating flip."""
         if split == "all":
             parts = [self._pipeline(s, training, contract_labels) for s in SPLITS
                      if s in self.splits]
@@ -314,7 +368,12 @@ class ImageData:
             raise ValueError(f"unknown split {split!r}: use train, val, test or all")
         if split not in self.splits:
             raise ValueError(f"{self.spec} has no {split} split")
-        dataset = self._batched(self._images_dataset(split, training))
+        passes = self._images_dataset(split, training, passes)
+        if first_epoch % len(passes):
+            passes = passes[1:] + passes[:1]
+        dataset = self._batched(passes[0])
+        for later in passes[1:]:
+            dataset = dataset.concatenate(self._batched(later))
         if training:
             augmenter = augment_module.build_batch_augmenter(self.augment, self.image_shape,
                                                              self.seed)
@@ -331,6 +390,14 @@ class ImageData:
         return dataset.prefetch(AUTOTUNE)
 
     # -- public --
+
+    def train_from_epoch(self, epoch: int):
+        """``train`` for a run resuming at ``epoch`` (0-based): with the alternating flip an odd
+        epoch starts with the odd pass, so a resumed run mirrors what an unbroken one would."""
+        if epoch % self.train_passes == 0:
+            return self.train
+        return self._pipeline("train", training=True, contract_labels=True,
+                              passes=self.train_passes, first_epoch=epoch)
 
     def dataset(self, split: str = "train", training: bool = False):
         """The batched dataset of ``split`` (``train``, ``val``, ``test`` or ``all``), with

@@ -154,15 +154,18 @@ def steps_per_epoch_of(config: dict, data) -> tuple[int, bool]:
     repeated to provide them (``steps_per_epoch`` differs from one pass over the data)."""
     import tensorflow as tf
 
-    batches = int(tf.data.experimental.cardinality(data.train))
+    passes = getattr(data, "train_passes", 1)
+    batches = int(tf.data.experimental.cardinality(data.train)) // passes
     known = batches > 0
     if not known:
         # A file pipeline that may skip unreadable images: count from the examples, and
         # repeat so an epoch is always that many steps (Keras would warn at every end).
         batches = max(1, math.ceil(data.num_examples["train"] / config["batch_size"]))
     cap = config.get("steps_per_epoch")
-    if (cap is None or cap == batches) and known:
+    if (cap is None or cap == batches) and known and passes == 1:
         return batches, False
+    # Repeated, Keras keeps one iterator across epochs: with the alternating flip's two
+    # passes per iteration, epochs take them in turn.
     return int(cap or batches), True
 
 
@@ -332,6 +335,13 @@ def _with_known_length(dataset, examples, batch_size):
     return dataset.repeat().take(batches).apply(tf.data.experimental.assert_cardinality(batches))
 
 
+def _train_from_epoch(data, epoch: int):
+    """The training pipeline for a run starting at ``epoch`` (data objects without
+    ``train_from_epoch`` just have ``train``)."""
+    starting = getattr(data, "train_from_epoch", None)
+    return starting(epoch) if starting is not None else data.train
+
+
 def _describe_data(data) -> str:
     counts = " / ".join(f"{n} {split}" for split, n in data.num_examples.items() if n)
     h, w = data.image_shape[:2]
@@ -447,7 +457,7 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
     if data.train is None or not data.num_examples.get("train"):
         raise ValueError(f"{data.spec} has no training images")
     steps, repeat = steps_per_epoch_of(config, data)
-    train_ds, val_ds = data.train, _with_known_length(data.val, data.num_examples.get("val"),
+    train_ds, val_ds = _train_from_epoch(data, initial_epoch), _with_known_length(data.val, data.num_examples.get("val"),
                                                       config["batch_size"])
     if repeat:
         train_ds = train_ds.repeat()
