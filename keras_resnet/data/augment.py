@@ -46,7 +46,8 @@ PRESETS = {
     "imagenet": ("rrc", "flip", "jitter"),
 }
 # Order in which switches run: geometry, then colour, then policies, then occlusion.
-SWITCHES = ("rrc", "crop", "reflect", "flip", "altflip", "jitter", "randaugment", "erasing", "cutout")
+SWITCHES = ("rrc", "crop", "reflect", "flip", "altflip", "jitter", "randaugment", "erasing",
+            "cutout")
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
 # Scale range of the random resized crop used only to bring larger images to the training
