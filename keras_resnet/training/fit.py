@@ -457,8 +457,8 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
     if data.train is None or not data.num_examples.get("train"):
         raise ValueError(f"{data.spec} has no training images")
     steps, repeat = steps_per_epoch_of(config, data)
-    train_ds, val_ds = _train_from_epoch(data, initial_epoch), _with_known_length(data.val, data.num_examples.get("val"),
-                                                      config["batch_size"])
+    train_ds = _train_from_epoch(data, initial_epoch)
+    val_ds = _with_known_length(data.val, data.num_examples.get("val"), config["batch_size"])
     if repeat:
         train_ds = train_ds.repeat()
     if dist.name == "multiworker":
