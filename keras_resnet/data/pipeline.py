@@ -283,14 +283,14 @@ class ImageData:
             dataset = dataset.enumerate()
         if self.cache and 0 < cached_bytes <= _memory_budget():
             dataset = dataset.cache()
+        if training:
+            per_image = (cached_bytes or split.decoded_bytes()) // max(1, len(split))
+            buffer = int(min(len(split), max(1024, SHUFFLE_BUFFER_BYTES // max(1, per_image))))
         cached = dataset
-        passes_out = []
+        result = []
         for parity in range(passes):
             dataset = cached
             if training:
-                per_image = (cached_bytes or split.decoded_bytes()) // max(1, len(split))
-                buffer = int(min(len(split),
-                                 max(1024, SHUFFLE_BUFFER_BYTES // max(1, per_image))))
                 # A different seed per pass: two shuffles with one seed give one order.
                 seed = None if self.seed is None else self.seed + parity
                 dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -298,8 +298,8 @@ class ImageData:
                 dataset = self._random_crops(dataset, encoded, any_pil, alternating)
             if alternating:
                 dataset = dataset.map(self._flip_by_parity(parity), num_parallel_calls=AUTOTUNE)
-            passes_out.append(dataset)
-        return passes_out
+            result.append(dataset)
+        return result
 
     def _random_crops(self, dataset, encoded, any_pil, indexed):
         """Random resized crops (decoding cached bytes first); ``indexed``: elements carry
