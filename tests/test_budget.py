@@ -12,7 +12,8 @@ import yaml
 
 from conftest import SMALL_MODEL
 from keras_resnet.training import config as C
-from keras_resnet.training.budget import (EPOCH_MARGIN, epochs_within_budget,
+from keras_resnet.training import budget
+from keras_resnet.training.budget import (EPOCH_MARGIN, epochs_after_replan, epochs_within_budget,
                                           estimate_epoch_seconds, time_training_steps)
 from keras_resnet.training.rundir import read_history
 
@@ -27,6 +28,13 @@ def test_epochs_that_fit_are_whole_and_bounded():
     assert epochs_within_budget(3600, 0, 10, 5) == 5              # at most the config's epochs
     assert epochs_within_budget(60, 90, 10, 5) == 1               # at least one
     assert estimate_epoch_seconds(8.0, 44, 5000, 1024) == pytest.approx(352 + 5000 / 1024 * 8 / 3)
+
+
+def test_a_replan_counts_the_epochs_done_and_keeps_at_least_one_more():
+    # 2 done at 700 s; 2,900 s left in epochs of 300 s plus the margin: 9 more.
+    assert epochs_after_replan(3600, 700, 300, 2, 40) == 11
+    assert epochs_after_replan(3600, 700, 300, 2, 8) == 8          # at most the config's epochs
+    assert epochs_after_replan(3600, 3700, 300, 2, 40) == 3        # over budget: one more
 
 
 def test_timed_steps_leave_the_weights_and_statistics_as_they_were():
@@ -111,3 +119,71 @@ def test_fine_tuning_gives_the_budget_to_its_second_phase():
     assert phase_config(full, "head")["time_budget_minutes"] is None
     assert phase_config(full, "head")["epochs"] == 2
     assert phase_config(full, "finetune")["time_budget_minutes"] == 20
+
+
+def _first_plan_of(epochs: int, budget_seconds: float, steps: int, val_images: int,
+                   batch_size: int) -> float:
+    """A probe's seconds per step that makes the first plan ``epochs`` (with seconds to spare
+    for the run's start)."""
+    epoch_seconds = budget_seconds / (epochs + 0.5) / (1 + EPOCH_MARGIN)
+    return epoch_seconds / (steps + val_images / batch_size * budget.VALIDATION_COST)
+
+
+@pytest.mark.parametrize("replanned", [6, 3])
+def test_a_run_is_replanned_from_its_second_epoch_and_trains_to_the_new_plan(
+        tmp_path, monkeypatch, replanned):
+    """The probe's plan (4 epochs, forced) is made again after epoch 2 from that epoch's
+    measured time (the arithmetic forced to ``replanned``): the run trains that many epochs, its
+    schedule ends where a schedule of that length ends, and every record says so."""
+    from keras_resnet.models import read_metadata
+    from keras_resnet.training.fit import fit
+
+    step_seconds = _first_plan_of(4, 600, steps=4, val_images=16, batch_size=16)
+    monkeypatch.setattr(budget, "time_training_steps", lambda *args: step_seconds)
+    seen = []
+
+    def replan(budget_seconds, elapsed, epoch_seconds, done, max_epochs):
+        seen.append((budget_seconds, elapsed, epoch_seconds, done, max_epochs))
+        return replanned
+
+    monkeypatch.setattr(budget, "epochs_after_replan", replan)
+
+    class EpochsSeen(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(self.params["epochs"])
+
+    epochs_seen = EpochsSeen()
+    run = tmp_path / "run"
+    overrides = [*TINY, "epochs=8", "time_budget_minutes=10", "optimizer.lr=0.1",
+                 "schedule.name=onecycle", "schedule.div_factor=10",
+                 "schedule.final_div_factor=100", "optimizer.lookahead_every=2"]
+    result = fit(None, output=run, overrides=overrides, callbacks=[epochs_seen])
+
+    assert len(seen) == 1
+    budget_seconds, elapsed, epoch_seconds, done, max_epochs = seen[0]
+    assert (budget_seconds, done, max_epochs) == (600, 2, 8)
+    assert 0 < epoch_seconds < elapsed
+    rows = read_history(run / "history.csv")
+    assert len(rows) == replanned == result.metrics["epochs"] == result.metrics["epochs_planned"]
+    assert int(result.model.optimizer.iterations) == replanned * 4
+    # The one-cycle was resized: it ended where a schedule of `replanned` epochs ends, and
+    # not where the first plan's ended.
+    final_lr = 0.1 / 10 / 100
+    assert rows[-1]["learning_rate"] == pytest.approx(final_lr, rel=1e-3)
+    if replanned > 4:
+        assert rows[3]["learning_rate"] > 2 * final_lr
+    # Every callback (Lookahead's ramp among them) saw the first plan, then from the end of
+    # epoch 2 (after the re-plan, which comes last) the new one.
+    assert epochs_seen.epochs == [4, 4] + [replanned] * (replanned - 2)
+    decision = json.loads((run / "time_budget.json").read_text())
+    assert decision["epochs"] == replanned and result.metrics["time_budget"] == decision
+    assert decision["replan"]["after_epoch"] == 2 and decision["replan"]["epochs_before"] == 4
+    assert read_metadata(run / "model.keras")["recipe"]["epochs"] == replanned
+    assert read_metadata(run / "checkpoints" / "last.keras")["recipe"]["epochs"] == replanned
+    # Resumed with the same command, the run keeps the new plan.
+    again = fit(None, output=run, overrides=overrides, resume=True)
+    assert again.stopped == "already_complete"

@@ -4,13 +4,21 @@ A recipe tuned for an hour on one CPU runs far longer on a slower one, and leave
 on a faster one. With a budget, ``fit`` times a few training steps of the compiled model before
 training, restores the weights those steps changed, and trains ``floor(time left / estimated
 epoch)`` epochs (at least 1, at most the config's ``epochs``), with the learning-rate schedule
-and Lookahead sized to that count, as if the recipe had said it. The count is written to
-``DIR/time_budget.json``; a resumed run keeps it instead of measuring again.
+and Lookahead sized to that count, as if the recipe had said it.
 
 The estimate of an epoch: the timed steps' rate over the epoch's steps, plus its validation at
 a third of a training step's cost per image (a forward pass without the backward one), plus
 ``EPOCH_MARGIN`` for what an epoch does besides (its first step's tracing, checkpoints).
-Nothing here is exact: the figures in ``time_budget.json`` say how close it came.
+
+The probe is a few seconds of training; a real epoch also validates, saves, and runs on a host
+whose speed drifts (in one hour-long run on 2 cores the epochs ran 13% faster than planned,
+two epochs' time unused). So the plan is made again once, at the end of epoch
+``REPLAN_AFTER_EPOCH``, from that epoch's own time, end to end (the first epoch fills the data
+cache and traces the step, so it is not timed); ``keras_resnet.training.callbacks.BudgetReplan``
+resizes the schedule and Lookahead to the new count. Runs planned for fewer than
+``MIN_EPOCHS_TO_REPLAN`` epochs keep the first plan: by then most of their schedule would be
+spent. The counts are written to ``DIR/time_budget.json``; a resumed run keeps them instead of
+measuring again. Nothing here is exact: the figures there say how close it came.
 """
 from __future__ import annotations
 
@@ -24,6 +32,10 @@ EPOCH_MARGIN = 0.03
 TIMED_CALLS = 1
 # Validation costs about this fraction of a training step per image.
 VALIDATION_COST = 1.0 / 3.0
+# The plan is made again at the end of this epoch (1-based), from its measured time ...
+REPLAN_AFTER_EPOCH = 2
+# ... when the first plan had at least this many epochs.
+MIN_EPOCHS_TO_REPLAN = 4
 BUDGET_FILE = "time_budget.json"
 
 
@@ -31,10 +43,23 @@ def epochs_within_budget(budget_seconds: float, elapsed_seconds: float, epoch_se
                          max_epochs: int) -> int:
     """Whole epochs of ``epoch_seconds`` (plus the margin) that fit in what is left of the
     budget; at least 1, at most ``max_epochs``."""
-    left = budget_seconds - elapsed_seconds
-    fitting = math.floor(left / (epoch_seconds * (1.0 + EPOCH_MARGIN))) if epoch_seconds > 0 \
-        else max_epochs
+    fitting = _whole_epochs(budget_seconds - elapsed_seconds, epoch_seconds, max_epochs)
     return int(max(1, min(max_epochs, fitting)))
+
+
+def epochs_after_replan(budget_seconds: float, elapsed_seconds: float, epoch_seconds: float,
+                        epochs_done: int, max_epochs: int) -> int:
+    """The run's epochs in all, re-planned after ``epochs_done``: those plus the whole epochs
+    of ``epoch_seconds`` (plus the margin) left in the budget. At least one more, so the
+    resized schedule still anneals; at most ``max_epochs``."""
+    more = _whole_epochs(budget_seconds - elapsed_seconds, epoch_seconds, max_epochs)
+    return int(min(max_epochs, epochs_done + max(1, more)))
+
+
+def _whole_epochs(seconds_left: float, epoch_seconds: float, otherwise: int) -> int:
+    if epoch_seconds <= 0:
+        return otherwise
+    return math.floor(seconds_left / (epoch_seconds * (1.0 + EPOCH_MARGIN)))
 
 
 def _call_end_timer():

@@ -14,6 +14,8 @@ progress bar). Written here is only what Keras lacks:
 - ``SafeBackupAndRestore``: ``BackupAndRestore`` that skips saving once the NaN guard fired.
 - ``Lookahead``: airbench's Lookahead on every weight (Keras's optimizer EMA has neither the
   periodic pull-back on a schedule nor the BatchNorm statistics).
+- ``BudgetReplan``: a time-budgeted run's second plan, from a measured epoch (Keras's ``fit``
+  fixes its epoch count and its step function's schedule when it starts).
 """
 from __future__ import annotations
 
@@ -272,3 +274,63 @@ class Lookahead(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._slow is not None:
             self.sync(1.0)
+
+
+class BudgetReplan(keras.callbacks.Callback):
+    """Plans a time-budgeted run's epochs again at the end of epoch ``after_epoch`` (1-based),
+    from the time that epoch took end to end, and stops training at the plan
+    (``keras_resnet.training.budget``). ``fit`` must be given the most epochs allowed.
+
+    On a new count it swaps in ``schedule_for(epochs)`` and has Keras trace the step again (the
+    schedule's constants are part of the traced step), sets ``params["epochs"]``, which every
+    callback of the run shares (Lookahead's ramp reads it), and the progress bar's copy, then
+    calls ``on_replan(epochs, record)``. Place it last, so the timed epoch includes every other
+    callback's work.
+    """
+
+    def __init__(self, planned: int, max_epochs: int, budget_seconds: float, started: float,
+                 schedule_for, on_replan, *, after_epoch: int, progbar=None,
+                 clock=time.perf_counter):
+        super().__init__()
+        self.planned = int(planned)
+        self.max_epochs = int(max_epochs)
+        self.budget_seconds = float(budget_seconds)
+        self.started = started
+        self.schedule_for = schedule_for
+        self.on_replan = on_replan
+        self.after_epoch = int(after_epoch)
+        self.progbar = progbar
+        self.clock = clock
+        self.record = None
+        self._last_epoch_end = None
+
+    def _set_epochs(self, epochs: int) -> None:
+        self.planned = epochs
+        self.params["epochs"] = epochs
+        if self.progbar is not None:
+            self.progbar.epochs = epochs
+
+    def on_train_begin(self, logs=None):
+        self._set_epochs(self.planned)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_resnet.training.budget import epochs_after_replan
+
+        now = self.clock()
+        done = epoch + 1
+        if done == self.after_epoch and self._last_epoch_end is not None \
+                and self.record is None and done < self.max_epochs:
+            epoch_seconds = now - self._last_epoch_end
+            elapsed = now - self.started
+            epochs = epochs_after_replan(self.budget_seconds, elapsed, epoch_seconds, done,
+                                         self.max_epochs)
+            self.record = {"after_epoch": done, "epoch_seconds": round(epoch_seconds, 1),
+                           "elapsed_seconds": round(elapsed, 1), "epochs_before": self.planned}
+            if epochs != self.planned:
+                self.model.optimizer.learning_rate = self.schedule_for(epochs)
+                self.model.make_train_function(force=True)
+                self._set_epochs(epochs)
+            self.on_replan(epochs, self.record)
+        self._last_epoch_end = self.clock()
+        if done >= self.planned:
+            self.model.stop_training = True

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_resnet.training import config as config_module
-from keras_resnet.training.budget import BUDGET_FILE, read_decision, write_decision
+from keras_resnet.training.budget import (BUDGET_FILE, MIN_EPOCHS_TO_REPLAN, REPLAN_AFTER_EPOCH,
+                                          read_decision, write_decision)
 from keras_resnet.training.config import resolve_config, resume_config, save_config
 from keras_resnet.training.rundir import RunDirectory, default_output, read_history, write_json
 
@@ -127,6 +128,32 @@ def _choose_epochs_for_budget(model, config: dict, train_ds, steps: int, data,
             "max_epochs": config["epochs"], "step_seconds": round(step_seconds, 4),
             "epoch_seconds_estimate": round(epoch_seconds, 1),
             "seconds_before_training": round(elapsed, 1)}
+
+
+def _budget_replan_callbacks(config: dict, max_epochs: int, decision: dict, meta: dict,
+                             steps: int, started: float, run: RunDirectory, verbose) -> list:
+    """``BudgetReplan`` and the progress bar whose epoch count it keeps up to date. A new plan
+    is recorded in ``decision`` (and ``time_budget.json``) and in the checkpoints' recipe."""
+    import keras
+
+    from keras_resnet.training.callbacks import BudgetReplan
+    from keras_resnet.training.schedules import build_schedule
+
+    def schedule_for(epochs):
+        return build_schedule(config["schedule"], config["optimizer"]["lr"], epochs, steps)
+
+    def replanned(epochs, record):
+        decision.update(epochs=epochs, replan=record)
+        meta["recipe"] = dict(meta["recipe"], epochs=epochs)
+        write_decision(run.path / BUDGET_FILE, decision)
+        _say(f"Time budget: epoch {record['after_epoch']} took {record['epoch_seconds']:.0f} s; "
+             f"{epochs} epochs in all (planned {record['epochs_before']})", verbose)
+
+    progbar = keras.callbacks.ProgbarLogger()
+    replan = BudgetReplan(config["epochs"], max_epochs, 60.0 * config["time_budget_minutes"],
+                          started, schedule_for, replanned, after_epoch=REPLAN_AFTER_EPOCH,
+                          progbar=progbar)
+    return [progbar, replan]      # the epoch's line printed before the re-plan's
 
 
 def _init_data_dependent_layers(model, data, verbose, whitening_eps: float) -> None:
@@ -510,12 +537,20 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
     parts = training_callbacks(run, config, metadata=meta, has_val=val_ds is not None,
                                initial_epoch=initial_epoch, extra=list(callbacks),
                                steps_per_epoch=steps)
+    fit_epochs = config["epochs"]
+    if decision is not None and not resume and decision["epochs"] >= MIN_EPOCHS_TO_REPLAN:
+        # Up to the cap: BudgetReplan stops the run at its plan, which may grow.
+        fit_epochs = requested["epochs"]
+        parts.callbacks.extend(_budget_replan_callbacks(config, requested["epochs"], decision,
+                                                        meta, steps, started, run, verbose))
     session_start = time.perf_counter()
-    model.fit(train_ds, validation_data=val_ds, epochs=config["epochs"],
+    model.fit(train_ds, validation_data=val_ds, epochs=fit_epochs,
               steps_per_epoch=steps if repeat else None,
               validation_steps=config["validation_steps"], callbacks=parts.callbacks,
               verbose=verbose, initial_epoch=initial_epoch, shuffle=False)
     session_seconds = time.perf_counter() - session_start
+    if decision is not None:
+        config = dict(config, epochs=decision["epochs"])
 
     nan = parts.nan_guard.tripped
     if nan:

@@ -2,7 +2,7 @@
 
 ```
 DIR/config.yaml        the resolved config
-DIR/time_budget.json   with time_budget_minutes: the epochs chosen, and what from
+DIR/time_budget.json   with time_budget_minutes: the epochs chosen (and re-planned), and what from
 DIR/history.csv        one row per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate
 DIR/checkpoints/       last.keras (every epoch) and backup/ (state for --resume)
 DIR/best.keras         the best epoch by the config's checkpoint.monitor
