@@ -14,7 +14,8 @@ from conftest import SMALL_MODEL
 from keras_resnet.training import config as C
 from keras_resnet.training import budget
 from keras_resnet.training.budget import (EPOCH_MARGIN, epochs_after_replan, epochs_within_budget,
-                                          estimate_epoch_seconds, time_training_steps)
+                                          estimate_epoch_seconds, recent_epoch_seconds,
+                                          replan_due, time_training_steps)
 from keras_resnet.training.rundir import read_history
 
 TINY = [*SMALL_MODEL, "data.spec=shapes:classes=2,train=64,val=16", "batch_size=16",
@@ -35,6 +36,15 @@ def test_a_replan_counts_the_epochs_done_and_keeps_at_least_one_more():
     assert epochs_after_replan(3600, 700, 300, 2, 40) == 11
     assert epochs_after_replan(3600, 700, 300, 2, 8) == 8          # at most the config's epochs
     assert epochs_after_replan(3600, 3700, 300, 2, 40) == 3        # over budget: one more
+
+
+def test_replans_come_after_the_untimed_first_epoch_and_stop_halfway():
+    assert [e for e in range(1, 11) if replan_due(e, 10, 40)] == [2, 3, 4, 5]
+    assert [e for e in range(1, 12) if replan_due(e, 11, 40)] == [2, 3, 4, 5]
+    assert not replan_due(2, 3, 40)                 # a 3-epoch plan is kept
+    assert replan_due(2, 4, 40) and not replan_due(2, 4, 2)     # nothing left under the cap
+    assert recent_epoch_seconds([320.0, 300.0, 210.0]) == pytest.approx(255.0)
+    assert recent_epoch_seconds([300.0]) == 300.0
 
 
 def test_timed_steps_leave_the_weights_and_statistics_as_they_were():
@@ -133,8 +143,9 @@ def _first_plan_of(epochs: int, budget_seconds: float, steps: int, val_images: i
 def test_a_run_is_replanned_from_its_second_epoch_and_trains_to_the_new_plan(
         tmp_path, monkeypatch, replanned):
     """The probe's plan (4 epochs, forced) is made again after epoch 2 from that epoch's
-    measured time (the arithmetic forced to ``replanned``): the run trains that many epochs, its
-    schedule ends where a schedule of that length ends, and every record says so."""
+    measured time (the arithmetic forced to ``replanned``), and again while at most half the
+    plan is done: the run trains that many epochs, its schedule ends where a schedule of that
+    length ends, and every record says so."""
     from keras_resnet.models import read_metadata
     from keras_resnet.training.fit import fit
 
@@ -163,7 +174,7 @@ def test_a_run_is_replanned_from_its_second_epoch_and_trains_to_the_new_plan(
                  "schedule.final_div_factor=100", "optimizer.lookahead_every=2"]
     result = fit(None, output=run, overrides=overrides, callbacks=[epochs_seen])
 
-    assert len(seen) == 1
+    assert [call[3] for call in seen] == ([2, 3] if replanned == 6 else [2])
     budget_seconds, elapsed, epoch_seconds, done, max_epochs = seen[0]
     assert (budget_seconds, done, max_epochs) == (600, 2, 8)
     assert 0 < epoch_seconds < elapsed
@@ -181,7 +192,8 @@ def test_a_run_is_replanned_from_its_second_epoch_and_trains_to_the_new_plan(
     assert epochs_seen.epochs == [4, 4] + [replanned] * (replanned - 2)
     decision = json.loads((run / "time_budget.json").read_text())
     assert decision["epochs"] == replanned and result.metrics["time_budget"] == decision
-    assert decision["replan"]["after_epoch"] == 2 and decision["replan"]["epochs_before"] == 4
+    assert [(r["after_epoch"], r["epochs_before"], r["epochs"]) for r in decision["replans"]] \
+        == [(2, 4, replanned), (3, 6, 6)][:len(seen)]
     assert read_metadata(run / "model.keras")["recipe"]["epochs"] == replanned
     assert read_metadata(run / "checkpoints" / "last.keras")["recipe"]["epochs"] == replanned
     # Resumed with the same command, the run keeps the new plan.

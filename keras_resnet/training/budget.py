@@ -12,13 +12,15 @@ a third of a training step's cost per image (a forward pass without the backward
 
 The probe is a few seconds of training; a real epoch also validates, saves, and runs on a host
 whose speed drifts (in one hour-long run on 2 cores the epochs ran 13% faster than planned,
-two epochs' time unused). So the plan is made again once, at the end of epoch
-``REPLAN_AFTER_EPOCH``, from that epoch's own time, end to end (the first epoch fills the data
-cache and traces the step, so it is not timed); ``keras_resnet.training.callbacks.BudgetReplan``
-resizes the schedule and Lookahead to the new count. Runs planned for fewer than
-``MIN_EPOCHS_TO_REPLAN`` epochs keep the first plan: by then most of their schedule would be
-spent. The counts are written to ``DIR/time_budget.json``; a resumed run keeps them instead of
-measuring again. Nothing here is exact: the figures there say how close it came.
+two epochs' time unused; in another they sped up by a third after the second epoch). So the
+plan is made again at the end of every epoch from ``REPLAN_AFTER_EPOCH`` on, while at most
+``REPLAN_UNTIL`` of the planned epochs are done, from the mean time of the last
+``EPOCHS_AVERAGED`` epochs, end to end (the first epoch fills the data cache and traces the
+step, so it is never timed); ``keras_resnet.training.callbacks.BudgetReplan`` resizes the
+schedule and Lookahead to each new count. Later, most of the schedule is spent and a new
+count would bend its annealing (so a first plan of fewer than 4 epochs is kept). The counts
+are written to ``DIR/time_budget.json``; a resumed run keeps them instead of measuring again.
+Nothing here is exact: the figures there say how close it came.
 """
 from __future__ import annotations
 
@@ -32,10 +34,12 @@ EPOCH_MARGIN = 0.03
 TIMED_CALLS = 1
 # Validation costs about this fraction of a training step per image.
 VALIDATION_COST = 1.0 / 3.0
-# The plan is made again at the end of this epoch (1-based), from its measured time ...
+# The plan is made again at the end of every epoch from this one (1-based) ...
 REPLAN_AFTER_EPOCH = 2
-# ... when the first plan had at least this many epochs.
-MIN_EPOCHS_TO_REPLAN = 4
+# ... while at most this fraction of the planned epochs is done ...
+REPLAN_UNTIL = 0.5
+# ... from the mean time of this many of the latest epochs ...
+EPOCHS_AVERAGED = 2
 BUDGET_FILE = "time_budget.json"
 
 
@@ -54,6 +58,18 @@ def epochs_after_replan(budget_seconds: float, elapsed_seconds: float, epoch_sec
     resized schedule still anneals; at most ``max_epochs``."""
     more = _whole_epochs(budget_seconds - elapsed_seconds, epoch_seconds, max_epochs)
     return int(min(max_epochs, epochs_done + max(1, more)))
+
+
+def replan_due(epochs_done: int, planned: int, max_epochs: int) -> bool:
+    """Whether the plan is made again at the end of epoch ``epochs_done`` (1-based)."""
+    return (REPLAN_AFTER_EPOCH <= epochs_done < max_epochs
+            and epochs_done <= REPLAN_UNTIL * planned)
+
+
+def recent_epoch_seconds(epoch_seconds: list) -> float:
+    """The estimate of the next epochs: the mean of the latest timed ones."""
+    recent = epoch_seconds[-EPOCHS_AVERAGED:]
+    return sum(recent) / len(recent)
 
 
 def _whole_epochs(seconds_left: float, epoch_seconds: float, otherwise: int) -> int:

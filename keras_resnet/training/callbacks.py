@@ -14,8 +14,8 @@ progress bar). Written here is only what Keras lacks:
 - ``SafeBackupAndRestore``: ``BackupAndRestore`` that skips saving once the NaN guard fired.
 - ``Lookahead``: airbench's Lookahead on every weight (Keras's optimizer EMA has neither the
   periodic pull-back on a schedule nor the BatchNorm statistics).
-- ``BudgetReplan``: a time-budgeted run's second plan, from a measured epoch (Keras's ``fit``
-  fixes its epoch count and its step function's schedule when it starts).
+- ``BudgetReplan``: a time-budgeted run's plan made again from measured epochs (Keras's
+  ``fit`` fixes its epoch count and its step function's schedule when it starts).
 """
 from __future__ import annotations
 
@@ -277,20 +277,19 @@ class Lookahead(keras.callbacks.Callback):
 
 
 class BudgetReplan(keras.callbacks.Callback):
-    """Plans a time-budgeted run's epochs again at the end of epoch ``after_epoch`` (1-based),
-    from the time that epoch took end to end, and stops training at the plan
-    (``keras_resnet.training.budget``). ``fit`` must be given the most epochs allowed.
+    """Plans a time-budgeted run's epochs again at the end of each epoch where
+    ``keras_resnet.training.budget.replan_due`` says so, from the latest epochs' time end to
+    end, and stops training at the plan. ``fit`` must be given the most epochs allowed.
 
     On a new count it swaps in ``schedule_for(epochs)`` and has Keras trace the step again (the
-    schedule's constants are part of the traced step), sets ``params["epochs"]``, which every
-    callback of the run shares (Lookahead's ramp reads it), and the progress bar's copy, then
-    calls ``on_replan(epochs, record)``. Place it last, so the timed epoch includes every other
-    callback's work.
+    schedule's constants are part of the traced step), and sets ``params["epochs"]``, which
+    every callback of the run shares (Lookahead's ramp reads it), and the progress bar's copy.
+    Every re-plan is passed to ``on_replan(epochs, record)``. Place it last, so the timed epochs
+    include every other callback's work.
     """
 
     def __init__(self, planned: int, max_epochs: int, budget_seconds: float, started: float,
-                 schedule_for, on_replan, *, after_epoch: int, progbar=None,
-                 clock=time.perf_counter):
+                 schedule_for, on_replan, *, progbar=None):
         super().__init__()
         self.planned = int(planned)
         self.max_epochs = int(max_epochs)
@@ -298,11 +297,9 @@ class BudgetReplan(keras.callbacks.Callback):
         self.started = started
         self.schedule_for = schedule_for
         self.on_replan = on_replan
-        self.after_epoch = int(after_epoch)
         self.progbar = progbar
-        self.clock = clock
-        self.record = None
-        self._last_epoch_end = None
+        self.epoch_seconds = []
+        self._last_epoch_end = None       # the first epoch, with its tracing, is not timed
 
     def _set_epochs(self, epochs: int) -> None:
         self.planned = epochs
@@ -314,23 +311,26 @@ class BudgetReplan(keras.callbacks.Callback):
         self._set_epochs(self.planned)
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_resnet.training.budget import epochs_after_replan
+        from keras_resnet.training.budget import (epochs_after_replan, recent_epoch_seconds,
+                                                  replan_due)
 
-        now = self.clock()
+        now = time.perf_counter()
         done = epoch + 1
-        if done == self.after_epoch and self._last_epoch_end is not None \
-                and self.record is None and done < self.max_epochs:
-            epoch_seconds = now - self._last_epoch_end
+        if self._last_epoch_end is not None:
+            self.epoch_seconds.append(now - self._last_epoch_end)
+        if self.epoch_seconds and replan_due(done, self.planned, self.max_epochs):
+            estimate = recent_epoch_seconds(self.epoch_seconds)
             elapsed = now - self.started
-            epochs = epochs_after_replan(self.budget_seconds, elapsed, epoch_seconds, done,
+            epochs = epochs_after_replan(self.budget_seconds, elapsed, estimate, done,
                                          self.max_epochs)
-            self.record = {"after_epoch": done, "epoch_seconds": round(epoch_seconds, 1),
-                           "elapsed_seconds": round(elapsed, 1), "epochs_before": self.planned}
+            record = {"after_epoch": done, "epoch_seconds": round(estimate, 1),
+                      "elapsed_seconds": round(elapsed, 1), "epochs_before": self.planned,
+                      "epochs": epochs}
             if epochs != self.planned:
                 self.model.optimizer.learning_rate = self.schedule_for(epochs)
                 self.model.make_train_function(force=True)
                 self._set_epochs(epochs)
-            self.on_replan(epochs, self.record)
-        self._last_epoch_end = self.clock()
+            self.on_replan(epochs, record)
+        self._last_epoch_end = time.perf_counter()
         if done >= self.planned:
             self.model.stop_training = True

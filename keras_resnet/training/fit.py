@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_resnet.training import config as config_module
-from keras_resnet.training.budget import (BUDGET_FILE, MIN_EPOCHS_TO_REPLAN, REPLAN_AFTER_EPOCH,
-                                          read_decision, write_decision)
+from keras_resnet.training.budget import (BUDGET_FILE, REPLAN_AFTER_EPOCH, read_decision,
+                                          replan_due, write_decision)
 from keras_resnet.training.config import resolve_config, resume_config, save_config
 from keras_resnet.training.rundir import RunDirectory, default_output, read_history, write_json
 
@@ -143,16 +143,17 @@ def _budget_replan_callbacks(config: dict, max_epochs: int, decision: dict, meta
         return build_schedule(config["schedule"], config["optimizer"]["lr"], epochs, steps)
 
     def replanned(epochs, record):
-        decision.update(epochs=epochs, replan=record)
+        decision["epochs"] = epochs
+        decision.setdefault("replans", []).append(record)
         meta["recipe"] = dict(meta["recipe"], epochs=epochs)
         write_decision(run.path / BUDGET_FILE, decision)
-        _say(f"Time budget: epoch {record['after_epoch']} took {record['epoch_seconds']:.0f} s; "
-             f"{epochs} epochs in all (planned {record['epochs_before']})", verbose)
+        if epochs != record["epochs_before"]:
+            _say(f"Time budget: epochs of {record['epoch_seconds']:.0f} s lately; {epochs} "
+                 f"epochs in all (planned {record['epochs_before']})", verbose)
 
     progbar = keras.callbacks.ProgbarLogger()
     replan = BudgetReplan(config["epochs"], max_epochs, 60.0 * config["time_budget_minutes"],
-                          started, schedule_for, replanned, after_epoch=REPLAN_AFTER_EPOCH,
-                          progbar=progbar)
+                          started, schedule_for, replanned, progbar=progbar)
     return [progbar, replan]      # the epoch's line printed before the re-plan's
 
 
@@ -538,7 +539,8 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
                                initial_epoch=initial_epoch, extra=list(callbacks),
                                steps_per_epoch=steps)
     fit_epochs = config["epochs"]
-    if decision is not None and not resume and decision["epochs"] >= MIN_EPOCHS_TO_REPLAN:
+    if decision is not None and not resume \
+            and replan_due(REPLAN_AFTER_EPOCH, decision["epochs"], requested["epochs"]):
         # Up to the cap: BudgetReplan stops the run at its plan, which may grow.
         fit_epochs = requested["epochs"]
         parts.callbacks.extend(_budget_replan_callbacks(config, requested["epochs"], decision,
