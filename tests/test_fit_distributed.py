@@ -71,6 +71,32 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     _check_run(run, _metrics(done.stdout), "mirrored")
 
 
+def test_a_time_budget_replan_retraces_the_step_under_mirrored_strategy(tmp_path):
+    """A re-plan swaps the schedule and traces the distributed step again mid-run. The first
+    plan (4 epochs) and the re-plan (6) are forced, so the check does not depend on speed."""
+    prelude = textwrap.dedent("""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+        from keras_resnet.training import budget
+        epoch = 600 / 4.5 / (1 + budget.EPOCH_MARGIN)       # 4 epochs fit in 10 minutes
+        budget.time_training_steps = lambda *args: epoch / (4 + budget.VALIDATION_COST)
+        budget.epochs_after_replan = lambda *args: 6
+    """)
+    run = tmp_path / "mirrored-budget"
+    overrides = [o for o in TINY if not o.startswith("epochs=")] + [
+        "strategy=mirrored", "epochs=8", "time_budget_minutes=10", "schedule.name=onecycle"]
+    done = subprocess.run(
+        [sys.executable, "-c", _fit_script(run, overrides, prelude)],
+        capture_output=True, text=True, env=_env(), timeout=TIMEOUT)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    metrics = _metrics(done.stdout)
+    assert metrics["replicas"] == 2 and metrics["epochs"] == 6
+    assert metrics["time_budget"]["replans"][0]["epochs_before"] == 4
+    assert json.loads((run / "time_budget.json").read_text())["epochs"] == 6
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
