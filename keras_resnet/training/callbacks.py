@@ -25,6 +25,7 @@ import time
 import keras
 import numpy as np
 
+from keras_resnet.training import budget
 from keras_resnet.training.checkpoints import InferenceSaver
 from keras_resnet.training.rundir import read_history, write_history
 
@@ -311,18 +312,15 @@ class BudgetReplan(keras.callbacks.Callback):
         self._set_epochs(self.planned)
 
     def on_epoch_end(self, epoch, logs=None):
-        from keras_resnet.training.budget import (epochs_after_replan, recent_epoch_seconds,
-                                                  replan_due)
-
         now = time.perf_counter()
         done = epoch + 1
         if self._last_epoch_end is not None:
             self.epoch_seconds.append(now - self._last_epoch_end)
-        if self.epoch_seconds and replan_due(done, self.planned, self.max_epochs):
-            estimate = recent_epoch_seconds(self.epoch_seconds)
+        if self.epoch_seconds and budget.replan_due(done, self.planned, self.max_epochs):
+            estimate = budget.recent_epoch_seconds(self.epoch_seconds)
             elapsed = now - self.started
-            epochs = epochs_after_replan(self.budget_seconds, elapsed, estimate, done,
-                                         self.max_epochs)
+            epochs = budget.epochs_after_replan(self.budget_seconds, elapsed, estimate, done,
+                                                self.max_epochs)
             record = {"after_epoch": done, "epoch_seconds": round(estimate, 1),
                       "elapsed_seconds": round(elapsed, 1), "epochs_before": self.planned,
                       "epochs": epochs}
