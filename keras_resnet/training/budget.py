@@ -16,7 +16,7 @@ two epochs' time unused; in another they sped up by a third after the second epo
 plan is made again at the end of every epoch from ``REPLAN_AFTER_EPOCH`` on, while at most
 ``REPLAN_UNTIL`` of the planned epochs are done, from the mean time of the last
 ``EPOCHS_AVERAGED`` epochs, end to end (the first epoch fills the data cache and traces the
-step, so it is never timed); ``keras_resnet.training.callbacks.BudgetReplan`` resizes the
+step, so it is never timed), taking fewer epochs at once and more only by ``GROW_AT_LEAST``; ``keras_resnet.training.callbacks.BudgetReplan`` resizes the
 schedule and Lookahead to each new count. Later, most of the schedule is spent and a new
 count would bend its annealing (so a first plan of fewer than 4 epochs is kept). The counts
 are written to ``DIR/time_budget.json``; a resumed run keeps them instead of measuring again.
@@ -38,8 +38,13 @@ VALIDATION_COST = 1.0 / 3.0
 REPLAN_AFTER_EPOCH = 2
 # ... while at most this fraction of the planned epochs is done ...
 REPLAN_UNTIL = 0.5
-# ... from the mean time of this many of the latest epochs ...
+# ... from the mean time of this many of the latest epochs. A new count with fewer epochs is
+# taken at once (the budget is a deadline); one with more only when it adds at least this
+# fraction of the plan (and at least one epoch). Without that a long plan flapped on the
+# host's noise (one 58-epoch run changed its count 14 times in 28 re-plans, between 55 and 58),
+# and every change retraces the step and moves the learning rate.
 EPOCHS_AVERAGED = 2
+GROW_AT_LEAST = 0.05
 BUDGET_FILE = "time_budget.json"
 
 
@@ -58,6 +63,13 @@ def epochs_after_replan(budget_seconds: float, elapsed_seconds: float, epoch_sec
     resized schedule still anneals; at most ``max_epochs``."""
     more = _whole_epochs(budget_seconds - elapsed_seconds, epoch_seconds, max_epochs)
     return int(min(max_epochs, epochs_done + max(1, more)))
+
+
+def settled_epochs(planned: int, proposed: int) -> int:
+    """The count a re-plan keeps: ``proposed`` when it is fewer epochs than ``planned`` or at
+    least ``GROW_AT_LEAST`` of them more, ``planned`` otherwise."""
+    least_growth = max(1, math.ceil(GROW_AT_LEAST * planned))
+    return proposed if proposed < planned or proposed - planned >= least_growth else planned
 
 
 def replan_due(epochs_done: int, planned: int, max_epochs: int) -> bool:

@@ -319,11 +319,12 @@ class BudgetReplan(keras.callbacks.Callback):
         if self.epoch_seconds and budget.replan_due(done, self.planned, self.max_epochs):
             estimate = budget.recent_epoch_seconds(self.epoch_seconds)
             elapsed = now - self.started
-            epochs = budget.epochs_after_replan(self.budget_seconds, elapsed, estimate, done,
-                                                self.max_epochs)
+            proposed = budget.epochs_after_replan(self.budget_seconds, elapsed, estimate,
+                                                  done, self.max_epochs)
+            epochs = budget.settled_epochs(self.planned, proposed)
             record = {"after_epoch": done, "epoch_seconds": round(estimate, 1),
                       "elapsed_seconds": round(elapsed, 1), "epochs_before": self.planned,
-                      "epochs": epochs}
+                      "proposed": proposed, "epochs": epochs}
             if epochs != self.planned:
                 self.model.optimizer.learning_rate = self.schedule_for(epochs)
                 self.model.make_train_function(force=True)
