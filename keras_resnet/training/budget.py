@@ -16,10 +16,10 @@ two epochs' time unused; in another they sped up by a third after the second epo
 plan is made again at the end of every epoch from ``REPLAN_AFTER_EPOCH`` on, while at most
 ``REPLAN_UNTIL`` of the planned epochs are done, from the mean time of the last
 ``EPOCHS_AVERAGED`` epochs, end to end (the first epoch fills the data cache and traces the
-step, so it is never timed), taking fewer epochs at once and more only by ``GROW_AT_LEAST``; ``keras_resnet.training.callbacks.BudgetReplan`` resizes the
-schedule and Lookahead to each new count. Later, most of the schedule is spent and a new
-count would bend its annealing (so a first plan of fewer than 4 epochs is kept). The counts
-are written to ``DIR/time_budget.json``; a resumed run keeps them instead of measuring again.
+step, so it is never timed), taking fewer epochs at once and more only by ``GROW_AT_LEAST``;
+``keras_resnet.training.callbacks.BudgetReplan`` resizes the schedule and Lookahead to each
+new count. Later, most of the schedule is spent and a new count would bend its annealing (so a
+first plan of fewer than 4 epochs is kept). The counts are written to ``DIR/time_budget.json``; a resumed run keeps them instead of measuring again.
 Nothing here is exact: the figures there say how close it came.
 """
 from __future__ import annotations
