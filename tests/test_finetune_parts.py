@@ -130,6 +130,19 @@ def test_rebuild_changes_input_size_and_precision_keeping_weights(resnet20):
                                atol=0.05)
 
 
+def test_rebuild_keeps_a_model_whose_input_is_a_list_of_one(resnet20):
+    # Built on ``model.inputs``, as the fine-tuning head phase's saved model reloads; its
+    # rebuild to a bfloat16 policy (what fine-tuning does where precision auto is bfloat16)
+    # once failed on the input's structure.
+    listed = keras.Model(resnet20.inputs, resnet20.outputs)
+    assert isinstance(listed.input, list)
+    bf16 = rebuild(listed, dtype_policy="mixed_bfloat16")
+    assert bf16.get_layer("stage1_block1_conv1").compute_dtype == "bfloat16"
+    x = _images(4)[0]
+    np.testing.assert_allclose(bf16.predict(x, verbose=0), resnet20.predict(x, verbose=0),
+                               atol=0.05)
+
+
 # -- sources --------------------------------------------------------------------------------
 
 def test_resolve_keras_file_and_run_directory(resnet20, saved_resnet20, tmp_path):

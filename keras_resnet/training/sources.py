@@ -205,8 +205,11 @@ def rebuild(model: keras.Model, *, input_shape=None, dtype_policy=None) -> keras
         return layer.__class__.from_config(config)
 
     shape = tuple(input_shape) if input_shape else model.input_shape[1:]
-    copy = keras.models.clone_model(model, input_tensors=keras.Input(shape, name="images"),
-                                    clone_function=clone)
+    images = keras.Input(shape, name="images")
+    # In the structure of the model's own input: a model saved by ``save_model`` reloads with
+    # a list of one input, and clone_model insists on the same structure.
+    inputs = keras.tree.map_structure(lambda _: images, model.input)
+    copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
 
