@@ -198,6 +198,9 @@ def test_a_run_is_replanned_from_its_second_epoch_and_trains_to_the_new_plan(
     budget_seconds, elapsed, epoch_seconds, done, max_epochs = seen[0]
     assert (budget_seconds, done, max_epochs) == (600, 2, 8)
     assert 0 < epoch_seconds < elapsed
+    if replanned == 6:
+        # Epoch 3 traced the new step, so the re-plan after it has only epoch 2's time.
+        assert seen[1][2] == epoch_seconds
     rows = read_history(run / "history.csv")
     assert len(rows) == replanned == result.metrics["epochs"] == result.metrics["epochs_planned"]
     assert int(result.model.optimizer.iterations) == replanned * 4

@@ -286,7 +286,8 @@ class BudgetReplan(keras.callbacks.Callback):
     schedule's constants are part of the traced step), and sets ``params["epochs"]``, which
     every callback of the run shares (Lookahead's ramp reads it), and the progress bar's copy.
     Every re-plan is passed to ``on_replan(epochs, record)``. Place it last, so the timed epochs
-    include every other callback's work.
+    include every other callback's work. The first epoch and each one after a new count
+    include tracing the step, so they are not timed.
     """
 
     def __init__(self, planned: int, max_epochs: int, budget_seconds: float, started: float,
@@ -314,6 +315,7 @@ class BudgetReplan(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         done = epoch + 1
+        retraced = False
         if self._last_epoch_end is not None:
             self.epoch_seconds.append(now - self._last_epoch_end)
         if self.epoch_seconds and budget.replan_due(done, self.planned, self.max_epochs):
@@ -329,7 +331,11 @@ class BudgetReplan(keras.callbacks.Callback):
                 self.model.optimizer.learning_rate = self.schedule_for(epochs)
                 self.model.make_train_function(force=True)
                 self._set_epochs(epochs)
+                retraced = True
             self.on_replan(epochs, record)
-        self._last_epoch_end = time.perf_counter()
+        # The epoch after a new count traces the step again: like the first, it is not timed
+        # (with epochs of a few seconds the tracing made them look slower, and each re-plan
+        # cut the count again).
+        self._last_epoch_end = None if retraced else time.perf_counter()
         if done >= self.planned:
             self.model.stop_training = True
