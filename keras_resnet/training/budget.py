@@ -19,7 +19,8 @@ plan is made again at the end of every epoch from ``REPLAN_AFTER_EPOCH`` on, whi
 step, so it is never timed), taking fewer epochs at once and more only by ``GROW_AT_LEAST``;
 ``keras_resnet.training.callbacks.BudgetReplan`` resizes the schedule and Lookahead to each
 new count. Later, most of the schedule is spent and a new count would bend its annealing (so a
-first plan of fewer than 4 epochs is kept). The counts are written to ``DIR/time_budget.json``; a resumed run keeps them instead of measuring again.
+first plan of fewer than 4 epochs is kept). The counts are written to
+``DIR/time_budget.json``; a resumed run keeps them instead of measuring again.
 Nothing here is exact: the figures there say how close it came.
 """
 from __future__ import annotations
