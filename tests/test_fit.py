@@ -12,10 +12,12 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -121,6 +123,17 @@ def test_model_loads_with_plain_keras_in_a_fresh_process(trained, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "float32"   # saved as a float32 model
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-5)
+
+
+def test_saved_model_takes_one_tensor_not_a_list_of_one(trained):
+    # Saved from ``inputs``/``outputs`` lists, a model reloads wanting a list of one: calling it
+    # on a tensor warns, and rebuilding it for another precision once failed.
+    model = keras.models.load_model(trained.run_dir / "model.keras", compile=False)
+    assert not isinstance(model.input, (list, tuple))
+    assert not isinstance(model.output, (list, tuple))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(np.zeros((1, *model.input.shape[1:]), "float32"))
 
 
 def test_epochs_of_a_set_step_count_train_exactly_that_many_steps(tmp_path):

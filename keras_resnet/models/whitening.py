@@ -77,7 +77,7 @@ def init_patch_whitening(model, images, eps: float = WHITENING_EPS) -> bool:
     if layer is None:
         return False
     images = np.asarray(images, dtype=np.float32)
-    to_layer = keras.Model(model.inputs, layer.input)
+    to_layer = keras.Model(model.input, layer.input)
     inputs = np.asarray(to_layer.predict(images, batch_size=256, verbose=0), dtype=np.float32)
     layer.kernel.assign(whitening_kernel(inputs, eps))
     return True

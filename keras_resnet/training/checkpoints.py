@@ -33,7 +33,9 @@ def inference_copy(model: keras.Model) -> keras.Model:
         copy = keras.models.clone_model(model, clone_function=_float32_layer, recursive=True)
     # clone_model compiles its clone when the source is compiled, and a compiled model saves
     # its optimizer, schedule included; a new Functional over the same layers is uncompiled.
-    copy = keras.Model(copy.inputs, copy.outputs, name=model.name)
+    # ``input``/``output`` (not the lists ``inputs``/``outputs``) keep the model's own structure:
+    # a one-input model saved from lists reloads wanting a list of one and warns on a tensor.
+    copy = keras.Model(copy.input, copy.output, name=model.name)
     copy.set_weights(model.get_weights())
     return copy
 
