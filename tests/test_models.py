@@ -70,23 +70,27 @@ def test_resnet9_matches_page():
 # airbench94 (Jordan 2024): six 3x3 convs of 24-64, 64-64, 64-256 and 3 x 256-256 weights
 # (1,967,616), BatchNorm offsets only (1,152), a learned whitening bias (24) and a bias-free
 # 256 -> 10 classifier (2,560) train 1,971,352 parameters; ours has the stem BatchNorm's 24
-# offsets in place of the whitening bias.
-AIRBENCH94_TRAINABLE = 1_971_352
+# offsets in place of the whitening bias. airbench95 is the same at 128-384-384: convs of
+# 27,648 + 147,456 + 442,368 + 3 x 1,327,104, offsets 1,792, whitening bias 24, classifier 3,840.
+AIRBENCH_TRAINABLE = {"airbench94": 1_971_352, "airbench95": 4_604_440}
 
 
-def test_airbench94_matches_airbench():
-    model = create_model("airbench94", bn_scale=False)
-    assert count_trainable_params(model) == AIRBENCH94_TRAINABLE
+@pytest.mark.parametrize("name, widths", [("airbench94", (64, 256)),
+                                          ("airbench95", (128, 384))])
+def test_airbench_networks_match_airbench(name, widths):
+    model = create_model(name, bn_scale=False)
+    assert count_trainable_params(model) == AIRBENCH_TRAINABLE[name]
     convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
-    assert [c.filters for c in convs] == [24, 64, 64, 256, 256, 256, 256]
+    first, rest = widths
+    assert [c.filters for c in convs] == [24, first, first, rest, rest, rest, rest]
     assert not any(isinstance(l, keras.layers.Add) for l in model.layers)  # no shortcuts
     # Each stage pools straight after its entry conv, before BatchNorm (airbench's order).
     names = [layer.name for layer in model.layers]  # a chain: graph order is layer order
     for s in (1, 2, 3):
         assert names.index(f"stage{s}_entry_pool") == names.index(f"stage{s}_entry_conv") + 1
-    assert model_info("airbench94", 32)["depth"] == 8
-    assert _output_shape(create_model("airbench94", include_top=False, pooling=None),
-                         32) == (2, 3, 3, 256)
+    assert model_info(name, 32)["depth"] == 8
+    assert _output_shape(create_model(name, include_top=False, pooling=None),
+                         32) == (2, 3, 3, rest)
 
 
 @pytest.mark.parametrize("ours, theirs, params", [
