@@ -206,8 +206,8 @@ def rebuild(model: keras.Model, *, input_shape=None, dtype_policy=None) -> keras
 
     shape = tuple(input_shape) if input_shape else model.input_shape[1:]
     images = keras.Input(shape, name="images")
-    # In the structure of the model's own input: a model saved by ``save_model`` reloads with
-    # a list of one input, and clone_model insists on the same structure.
+    # In the structure of the model's own input: files saved before ``inference_copy`` kept a
+    # single input reload with a list of one, and clone_model insists on the same structure.
     inputs = keras.tree.map_structure(lambda _: images, model.input)
     copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone)
     copy.set_weights(model.get_weights())
