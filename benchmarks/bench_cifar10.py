@@ -97,10 +97,10 @@ def main(argv=None):
     from keras_resnet.data import load_data
     from keras_resnet.evaluation import evaluate
 
-    # The held-out images, decoded once for both scorings (the split evaluate would make).
+    # The held-out images the run validated on, decoded once for the three scorings.
     held_out = load_data(overrides["data.spec"], batch_size=256,
                          image_size=tuple(result.model.input_shape[1:3]), val_split=0.1,
-                         augment=None, cache=False)
+                         seed=result.config["data"]["split_seed"], augment=None, cache=False)
     images, labels = held_out.numpy("val")
     scored = {tta: evaluate(run / "model.keras", (images, labels, held_out.class_names),
                             tta=tta, batch_size=256)["accuracy"]

@@ -93,6 +93,25 @@ def test_folder_split_is_stratified_deterministic_and_disjoint(cifar_small):
     np.testing.assert_array_equal(vx[0], read_image(data.splits["val"].files[0]))
 
 
+
+def test_split_seed_fixes_the_held_out_images_apart_from_the_training_seed(cifar_small):
+    """Runs with other seeds (shuffling, augmentation, initialisation) must be scored on the
+    same validation images: ``split_seed`` picks them, ``seed`` alone does not move them."""
+    from keras_resnet.training.config import load_config
+    from keras_resnet.training.fit import load_training_data
+
+    held_out = set(load_data(str(cifar_small), batch_size=32, val_split=0.1,
+                             seed=0).splits["val"].files)
+    for seed in (1, 5):
+        config = load_config(None, {"data.spec": str(cifar_small), "seed": seed})
+        assert config["data"]["split_seed"] == 0
+        assert set(load_training_data(config).splits["val"].files) == held_out
+    other = load_config(None, {"data.spec": str(cifar_small), "data.split_seed": 3})
+    assert set(load_training_data(other).splits["val"].files) != held_out
+    assert set(load_data(str(cifar_small), batch_size=32, val_split=0.1, seed=9,
+                         split_seed=3).splits["val"].files) == \
+        set(load_training_data(other).splits["val"].files)
+
 def test_jpeg_pixels_match_pillow_exactly(cifar_small):
     """The pipeline decodes JPEGs as Pillow does (libjpeg's accurate DCT), not with the fast
     DCT that tf.io.decode_image uses, which is ~1 level per pixel off on these files."""

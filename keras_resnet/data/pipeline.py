@@ -440,14 +440,15 @@ class ImageData:
 
 def load_data(spec, *, batch_size=128, image_size=None, val_split=0.1, seed=0, augment=None,
               mixup=0.0, cutmix=0.0, one_hot=False, strict=False, cache=True,
-              drop_remainder=False, crop_padding=None) -> ImageData:
+              drop_remainder=False, crop_padding=None, split_seed=None) -> ImageData:
     """Load a dataset and build its ``tf.data`` pipelines.
 
     ``spec``: a folder of class subfolders (optionally split into ``train/``, ``val/`` or
     ``validation/``, ``test/``), an ``.npz`` file (``x``, ``y``), a ``cifar-10-batches-py``
     folder, ``shapes[:options]``, ``cifar10``, ``cifar100`` or ``tfds:NAME``.
     ``val_split``: fraction of each class moved from train to val when the source has no
-    validation split (stratified, fixed by ``seed``). ``augment``: see
+    validation split (stratified, fixed by ``split_seed``, which defaults to ``seed``: give
+    it apart to train with other seeds and still score on the same images). ``augment``: see
     ``keras_resnet.data.augment``; ``crop_padding``: pixels its crop shifts by (default 1/8
     of the side). ``strict``: refuse data with bad files or empty class
     folders instead of skipping them.
@@ -464,7 +465,8 @@ def load_data(spec, *, batch_size=128, image_size=None, val_split=0.1, seed=0, a
     log_problems(source)
     splits = dict(source.splits)
     if "val" not in splits and val_split > 0:
-        train_idx, val_idx = stratified_split(splits["train"].labels, float(val_split), seed)
+        train_idx, val_idx = stratified_split(splits["train"].labels, float(val_split),
+                                              seed if split_seed is None else split_seed)
         if len(val_idx):
             splits["val"] = splits["train"].subset(val_idx)
             splits["train"] = splits["train"].subset(train_idx)

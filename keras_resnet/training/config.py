@@ -88,6 +88,8 @@ SCHEMA: dict = {
                         nullable=True),
         "val_split": F(0.1, "float", "fraction held out when the data has no val split",
                        minimum=0, maximum=0.9),
+        "split_seed": F(0, "int", "seed of that stratified hold-out; apart from `seed`, so "
+                        "runs with other seeds are scored on the same images", minimum=0),
         "augment": F("cifar", "str",
                      "none, cifar or imagenet, optionally +reflect +randaugment +erasing "
                      "+cutout",

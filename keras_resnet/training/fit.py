@@ -94,7 +94,7 @@ def load_training_data(config: dict):
         val_split=data["val_split"], seed=config["seed"] or 0,
         augment=None if data["augment"] in (None, "none") else data["augment"],
         mixup=data["mixup"], cutmix=data["cutmix"], one_hot=True, cache=data["cache"],
-        crop_padding=data.get("crop_padding"))
+        crop_padding=data.get("crop_padding"), split_seed=data["split_seed"])
 
 
 # model settings that fit applies to the built model, not create_model arguments.
