@@ -149,6 +149,42 @@ def test_bad_yaml_and_missing_recipe_give_one_line(tmp_path):
         C.resolve_config("no_such_recipe")
 
 
+
+def test_a_recipe_with_a_base_states_only_what_it_changes(tmp_path):
+    (tmp_path / "parent.yaml").write_text(
+        "epochs: 7\nmodel: {activation: gelu}\noptimizer: {lr: 0.5, momentum: 0.8}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\noptimizer: {lr: 0.2}\n")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "grandchild.yaml").write_text("base: ../child.yaml\nepochs: 3\n")
+    child = C.resolve_config(tmp_path / "child.yaml")
+    assert child["optimizer"]["lr"] == 0.2 and child["optimizer"]["momentum"] == 0.8
+    assert child["model"]["activation"] == "gelu" and child["epochs"] == 7
+    assert "base" not in child
+    grandchild = C.resolve_config(sub / "grandchild.yaml", ["optimizer.momentum=0.9"])
+    assert (grandchild["epochs"], grandchild["optimizer"]["lr"],
+            grandchild["optimizer"]["momentum"]) == (3, 0.2, 0.9)
+    # A shipped recipe as the base, by name: only the keys the variant sets differ.
+    (tmp_path / "wider.yaml").write_text(
+        "base: cifar10_airbench94\narch: airbench95\noptimizer: {lr: 1.305}\n")
+    wider = C.flatten(C.resolve_config(tmp_path / "wider.yaml"))
+    base = C.flatten(C.resolve_config("cifar10_airbench94"))
+    assert {k for k in base if base[k] != wider[k]} == {"arch", "optimizer.lr"}
+
+
+def test_bad_base_recipes_give_one_line(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nepochs: 2\n")
+    with pytest.raises(C.ConfigError, match="cycle") as info:
+        C.resolve_config(tmp_path / "a.yaml")
+    assert len(info.value.errors) == 1
+    (tmp_path / "c.yaml").write_text("base: no_such_recipe\n")
+    with pytest.raises(FileNotFoundError, match="no such config file or recipe"):
+        C.resolve_config(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: [1, 2]\n")
+    with pytest.raises(C.ConfigError, match="base: expected a recipe name"):
+        C.resolve_config(tmp_path / "d.yaml")
+
 def test_resume_allows_only_resumable_changes():
     saved = C.resolve_config(None, ["epochs=5"])
     assert C.resume_config(saved, None, ["epochs=8"])["epochs"] == 8

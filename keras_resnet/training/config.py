@@ -327,17 +327,45 @@ def _unflatten(flat: dict) -> dict:
     return nested
 
 
-def load_config(config=None, overrides=None) -> dict:
-    """Layer defaults, a recipe (name, path or dict) and overrides; not yet validated."""
+def _base_path(base, child: Path | None) -> Path:
+    """``base:`` names a recipe in ``configs/`` or a file, relative to the recipe naming it."""
+    if not isinstance(base, str) or not base.strip():
+        where = f"{child}: " if child else ""
+        raise ConfigError([f"{where}base: expected a recipe name or a file path, got {base!r}"])
+    if child is not None and (child.parent / base).is_file():
+        return (child.parent / base).resolve()
+    return recipe_path(base).resolve()
+
+
+def load_recipe(config=None, _seen=()) -> dict:
+    """A recipe (``None``, a dict, a name in ``configs/`` or a path) as one nested layer.
+
+    Dotted keys are allowed in dicts and files too (``{"optimizer.lr": 0.1}``). A recipe
+    with ``base: OTHER`` is OTHER's layer with its own keys on top (nested sections merge
+    key by key), so a variant states only what it changes; bases may have bases.
+    """
+    path = None
     if config is None:
         layer = {}
     elif isinstance(config, dict):
         layer = copy.deepcopy(config)
     else:
-        layer = load_yaml(recipe_path(config))
-    # Dotted keys are allowed in dicts and files too ({"optimizer.lr": 0.1}).
+        path = recipe_path(config).resolve()
+        if path in _seen:
+            chain = " -> ".join(str(p.name) for p in (*_seen, path))
+            raise ConfigError([f"{path}: base recipes form a cycle ({chain})"])
+        layer = load_yaml(path)
+    base = layer.pop("base", None)
     layer = deep_merge({}, _unflatten(flatten(layer)))
-    merged = deep_merge(defaults(), layer)
+    if base is None:
+        return layer
+    seen = (*_seen, path) if path is not None else _seen
+    return deep_merge(load_recipe(_base_path(base, path), seen), layer)
+
+
+def load_config(config=None, overrides=None) -> dict:
+    """Layer defaults, a recipe (name, path or dict) and overrides; not yet validated."""
+    merged = deep_merge(defaults(), load_recipe(config))
     for key, value in parse_overrides(overrides).items():
         set_dotted(merged, key, value)
     return merged
@@ -549,9 +577,7 @@ def resume_config(saved: dict, config=None, overrides=None) -> dict:
     is an error (start a new run for that).
     """
     saved = validate(saved)
-    layer = {} if config is None else (
-        copy.deepcopy(config) if isinstance(config, dict) else load_yaml(recipe_path(config)))
-    merged = deep_merge(saved, _unflatten(flatten(layer)))
+    merged = deep_merge(saved, load_recipe(config))
     for key, value in parse_overrides(overrides).items():
         set_dotted(merged, key, value)
     new = validate(merged)

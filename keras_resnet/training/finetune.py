@@ -106,15 +106,7 @@ def resolve_settings(settings: dict) -> dict:
 def _split(config, overrides) -> tuple[dict, dict, dict]:
     """(fit layer, fit overrides, fine-tuning settings) from a recipe (name, path, dict or
     ``None``) and overrides: the ``finetune`` section and ``finetune.*`` keys are ours."""
-    if config is None:
-        layer = {}
-    elif isinstance(config, dict):
-        layer = copy.deepcopy(config)
-    else:
-        layer = config_module.load_yaml(config_module.recipe_path(config))
-    nested: dict = {}
-    for key, value in config_module.flatten(layer).items():
-        config_module.set_dotted(nested, key, value)
+    nested = config_module.load_recipe(config)
     settings = nested.pop("finetune", None) or {}
     if not isinstance(settings, dict):
         raise config_module.ConfigError([f"finetune: expected a mapping of "
