@@ -93,7 +93,6 @@ def test_folder_split_is_stratified_deterministic_and_disjoint(cifar_small):
     np.testing.assert_array_equal(vx[0], read_image(data.splits["val"].files[0]))
 
 
-
 def test_split_seed_fixes_the_held_out_images_apart_from_the_training_seed(cifar_small):
     """Runs with other seeds (shuffling, augmentation, initialisation) must be scored on the
     same validation images: ``split_seed`` picks them, ``seed`` alone does not move them."""
@@ -111,6 +110,7 @@ def test_split_seed_fixes_the_held_out_images_apart_from_the_training_seed(cifar
     assert set(load_data(str(cifar_small), batch_size=32, val_split=0.1, seed=9,
                          split_seed=3).splits["val"].files) == \
         set(load_training_data(other).splits["val"].files)
+
 
 def test_jpeg_pixels_match_pillow_exactly(cifar_small):
     """The pipeline decodes JPEGs as Pillow does (libjpeg's accurate DCT), not with the fast

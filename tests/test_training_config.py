@@ -149,7 +149,6 @@ def test_bad_yaml_and_missing_recipe_give_one_line(tmp_path):
         C.resolve_config("no_such_recipe")
 
 
-
 def test_a_recipe_with_a_base_states_only_what_it_changes(tmp_path):
     (tmp_path / "parent.yaml").write_text(
         "epochs: 7\nmodel: {activation: gelu}\noptimizer: {lr: 0.5, momentum: 0.8}\n")
@@ -184,6 +183,7 @@ def test_bad_base_recipes_give_one_line(tmp_path):
     (tmp_path / "d.yaml").write_text("base: [1, 2]\n")
     with pytest.raises(C.ConfigError, match="base: expected a recipe name"):
         C.resolve_config(tmp_path / "d.yaml")
+
 
 def test_resume_allows_only_resumable_changes():
     saved = C.resolve_config(None, ["epochs=5"])
