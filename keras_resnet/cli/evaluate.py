@@ -31,7 +31,7 @@ from keras_resnet.evaluation.ensemble import tta_names
               help="Validation share when the data has no val folder (match training's).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the train/val split when the data has no val folder "
-                   "(match training's).")
+                   "(match training's data.split_seed, not its --seed).")
 @click.option("--strict", is_flag=True, help="Fail on unreadable images instead of skipping them.")
 def evaluate(models, data_spec, split, tta, output, confusion_png, fmt, batch_size, val_split,
              seed, strict):
