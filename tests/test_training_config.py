@@ -29,7 +29,7 @@ def test_every_shipped_recipe_validates(name):
 MEASURED_RECIPES = {
     "cifar10_fast": ("cifar10_fast_airbench1024", {"time_budget_minutes"}),
     "cifar10_airbench94": ("cifar10_airbench94_uniform_shifts_avx2", set()),
-    "cifar10_airbench95": ("cifar10_airbench95_amx", set()),
+    "cifar10_airbench95": ("cifar10_airbench95_batch512_amx", set()),
 }
 
 
