@@ -212,6 +212,22 @@ def test_saved_model_loads_in_plain_keras_without_the_package(tmp_path):
     assert "identical" in result.stdout
 
 
+def test_a_model_saved_with_a_list_of_one_input_loads_taking_a_tensor(tmp_path, recwarn):
+    """Early versions saved ``[images]`` as the input; loading gives a one-input model back,
+    with the same weights and outputs, that takes a tensor without Keras's structure warning."""
+    images = keras.Input((32, 32, 3), name="images")
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(images))
+    old = keras.Model([images], outputs, name="old")
+    path = keras_resnet.save_model(old, tmp_path / "old.keras")
+    assert isinstance(keras.models.load_model(path).input, list)  # as plain Keras loads it
+    model = keras_resnet.load_model(path)
+    assert not isinstance(model.input, list) and model.name == "old"
+    x = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    recwarn.clear()
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(old([x])), rtol=1e-6)
+    assert not [w for w in recwarn if "structure" in str(w.message)]
+
+
 @pytest.mark.parametrize("application, preprocess", [
     (keras.applications.ResNet50, keras.applications.resnet.preprocess_input),
     (keras.applications.ResNet50V2, keras.applications.resnet_v2.preprocess_input),

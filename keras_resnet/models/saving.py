@@ -63,4 +63,22 @@ def load_model(path, *, compile: bool = False) -> keras.Model:
         else:
             raise FileNotFoundError(f"no best.keras or model.keras in run directory {path}")
     read_metadata(path)  # validates that the file exists and is an archive
-    return keras.models.load_model(path, compile=compile)
+    return _single_input(keras.models.load_model(path, compile=compile))
+
+
+def _single_input(model: keras.Model) -> keras.Model:
+    """``model``, taking a tensor where it was saved taking a list of one tensor.
+
+    Files saved by early versions declared their input as ``[images]``. Calling such a model on
+    a plain tensor works but makes Keras warn about the structure of its inputs on every call,
+    so the same layers are wrapped again as a one-input functional model. Weights are shared,
+    not copied.
+    """
+    try:
+        inputs = model.input
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic input
+        return model
+    if not isinstance(inputs, list) or len(inputs) != 1:
+        return model
+    outputs = model.outputs[0] if len(model.outputs) == 1 else model.outputs
+    return keras.Model(model.inputs[0], outputs, name=model.name)
