@@ -93,6 +93,34 @@ def test_airbench_networks_match_airbench(name, widths):
                          32) == (2, 3, 3, rest)
 
 
+# airbench96 (its June 2024 revision): convs of 24-128 (27,648), 2 x 128-128 (294,912), 128-512
+# (589,824) and 5 x 512-512 (11,796,480), BatchNorm offsets 3 x 128 + 6 x 512 (3,456), the
+# whitening bias (24; ours: the stem BatchNorm's offsets) and a 512 -> 10 classifier (5,120).
+AIRBENCH96_TRAINABLE = 12_717_464
+
+
+def test_airbench96_adds_a_residual_block_per_stage_and_starts_every_conv_as_identity():
+    model = create_model("airbench96", bn_scale=False, identity_init=True, activation="gelu")
+    assert count_trainable_params(model) == AIRBENCH96_TRAINABLE
+    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [24, 128, 128, 128, 512, 512, 512, 512, 512, 512]
+    adds = [l for l in model.layers if isinstance(l, keras.layers.Add)]
+    assert [a.name for a in adds] == [f"stage{s}_block1_add" for s in (1, 2, 3)]
+    # The shortcut is added before the block's last activation (airbench96's revised block).
+    assert model.get_layer("stage2_block1_out").input.name == adds[1].output.name
+    # Every 3x3 conv, inside the residual branches too, starts by copying its input channels.
+    for conv in convs[1:]:
+        kernel = keras.ops.convert_to_numpy(conv.kernel)
+        n = min(kernel.shape[2], kernel.shape[3])
+        assert np.array_equal(kernel[1, 1, range(n), range(n)], np.ones(n))
+        assert not kernel[0, 0, range(n), range(n)].any()
+    assert model_info("airbench96", 32)["depth"] == 11
+    # Without identity_init the residual convs keep their random start, as in the other nets.
+    plain = create_model("airbench96")
+    kernel = keras.ops.convert_to_numpy(plain.get_layer("stage1_block1_conv1").kernel)
+    assert not np.array_equal(kernel[1, 1, range(128), range(128)], np.ones(128))
+
+
 @pytest.mark.parametrize("ours, theirs, params", [
     ("keras_resnet50", keras.applications.ResNet50, 25_636_712),
     ("keras_resnet50v2", keras.applications.ResNet50V2, 25_613_800),

@@ -1,6 +1,6 @@
 """The zoo card: parameters and FLOPs of every entry, stored in ``card.json``.
 
-Building all 25 networks twice takes about a minute, too slow for ``keras-resnet zoo list``, so
+Building all 26 networks twice takes about a minute, too slow for ``keras-resnet zoo list``, so
 the figures are computed once and stored. A test recomputes every row from the real models, so
 the card can never drift from the code. Regenerate after changing the zoo with::
 

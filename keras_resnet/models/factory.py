@@ -79,7 +79,8 @@ def create_model(
             of a residual branch keeps its scale.
         identity_init: start each conv outside the residual branches (the stem, ResNet-9's
             stage entries, every conv of ``airbench94``) as an identity on its first input
-            channels (airbench's dirac initialisation).
+            channels (airbench's dirac initialisation); in ``airbench96`` the convs of the
+            residual branches too, as airbench96 does.
         head_scale: multiply the pooled features by this before the classifier (Page's
             ResNet-9 scales its logits by 0.125); 1 adds no layer.
         bn_momentum: BatchNorm moving-statistics momentum, Keras's convention (``moving =

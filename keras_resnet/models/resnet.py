@@ -53,6 +53,9 @@ class _Builder:
         # Convs outside residual branches and shortcuts (stem, ResNet-9 stage entries): the
         # ones identity_init may turn into identities.
         self.plain_convs = []
+        # Convs of residual branches: identity_init covers them too where the spec says so
+        # (``identity_init_branches``: airbench96 initialises every conv as an identity).
+        self.residual_branch_convs = []
         self.drop_path_rate = drop_path_rate
         self.width_multiplier = width_multiplier
         self.total_blocks = sum(spec["layers"])
@@ -179,6 +182,7 @@ class _Builder:
                 y = self.conv(y, f, k, s, f"{name}_conv{i}", normalized=False,
                               zero_init=self.zero_init_residual)
                 break
+            self.residual_branch_convs.append(f"{name}_conv{i}")
             y = self.conv(y, f, k, s, f"{name}_conv{i}", normalized=True)
             y = self.bn(y, f"{name}_bn{i}", zero_gamma=is_last and self.zero_init_residual)
             if not is_last:
@@ -276,7 +280,10 @@ def build_resnet(spec: dict, *, name: str, num_classes: int, input_shape, includ
             x = layers.Activation(classifier_activation, dtype="float32", name="probabilities")(x)
     model = keras.Model(inputs, x, name=name)
     if identity_init:
-        for conv in builder.plain_convs:
+        convs = builder.plain_convs
+        if spec.get("identity_init_branches", False):
+            convs = convs + builder.residual_branch_convs
+        for conv in convs:
             set_identity_kernel(model.get_layer(conv))
     return model
 

@@ -28,6 +28,8 @@ Row keys (see ``keras_resnet.models.resnet.build_resnet`` for their meaning):
   by their own BN: Keras v2); with ``bn_epsilon``, the exact layouts of ``keras.applications``.
 - ``mean``, ``std``: the preprocessing baked into the model, in the 0-1 pixel scale.
 - ``classifier_bias`` (optional, default true): ``False`` for a bias-free classifier (airbench).
+- ``identity_init_branches`` (optional, default false): ``identity_init`` also starts the convs
+  of residual branches as identities, not only the convs outside them (airbench96 does so).
 - ``kernel_init`` (optional, default ``"he"``): ``"torch"`` for PyTorch's default
   initialisation, which networks tuned in PyTorch (airbench) expect.
 """
@@ -110,6 +112,11 @@ ZOO: dict[str, dict] = {
     "airbench94": dict(_AIRBENCH, widths=(64, 256, 256)),
     # airbench95's network: the same at 128-384-384, 2.6x the multiply-adds per image.
     "airbench95": dict(_AIRBENCH, widths=(128, 384, 384)),
+    # airbench96's network (its June 2024 revision): each stage entry is followed by a basic
+    # residual block instead of one plain conv (10 convs in all), 128-512-512 wide, every conv
+    # identity-initialised; 2.0x airbench95's multiply-adds per image.
+    "airbench96": dict(_AIRBENCH, block="basic", widths=(128, 512, 512),
+                       identity_init_branches=True),
     # Exact layouts of keras.applications (v1: stride on the first 1x1, conv biases).
     "keras_resnet50": dict(_KERAS_V1, layers=(3, 4, 6, 3)),
     "keras_resnet101": dict(_KERAS_V1, layers=(3, 4, 23, 3)),
