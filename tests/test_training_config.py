@@ -342,6 +342,45 @@ def test_fused_batchnorm_matches_keras_batchnorm():
     assert fused.get_config() == plain.get_config()
 
 
+def test_float32_activations_compute_bfloat16_gelus_in_float32_and_change_nothing_saved():
+    import keras
+    import tensorflow as tf
+
+    from keras_resnet.models import create_model
+    from keras_resnet.training.float32_activations import use_float32_activations
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        keras.utils.set_random_seed(3)
+        plain = create_model("airbench94", activation="gelu", input_shape=(16, 16, 3))
+        fast = create_model("airbench94", activation="gelu", input_shape=(16, 16, 3))
+        fast.set_weights(plain.get_weights())
+        # The stem's and each conv's GELU (7); ReLU layers are never Activation layers.
+        assert use_float32_activations(fast) == 7
+        assert use_float32_activations(fast) == 0          # already swapped
+        assert use_float32_activations(create_model("resnet20")) == 0
+        x = tf.constant(np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)), tf.float32)
+        # Each swapped layer returns its input's dtype and GELU of the float32 input, rounded
+        # once to bfloat16 (the plain layer rounds inside erf and the products too).
+        layer = fast.get_layer("stage1_entry_gelu")
+        h = tf.cast(tf.random.stateless_normal((2, 4, 4, 8), seed=(1, 2)) * 3, tf.bfloat16)
+        y = layer(h)
+        assert y.dtype == tf.bfloat16
+        exact = keras.activations.gelu(tf.cast(h, tf.float32))
+        np.testing.assert_array_equal(y.numpy(), tf.cast(exact, tf.bfloat16).numpy())
+        # The whole network and its gradients agree with the bfloat16 one to bfloat16 precision.
+        y_plain, y_fast = plain(x, training=False), fast(x, training=False)
+        np.testing.assert_allclose(y_fast, y_plain, atol=0.02)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(fast(x, training=True)[:, 0])
+        grads = tape.gradient(loss, fast.trainable_variables)
+        assert all(g is not None and np.isfinite(np.asarray(g, "float32")).all() for g in grads)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert type(fast.get_layer("stage1_entry_gelu")) is keras.layers.Activation
+    assert fast.get_config() == plain.get_config()
+
+
 @pytest.mark.parametrize("size, kernel, strides, padding", [
     (1, 3, 1, "same"),    # a 3x3 kernel on a 1x1 map: only the centre tap sees the image
     (2, 3, 2, "same"),    # ResNet-50 v1.5 stage-4 downsampling 3x3

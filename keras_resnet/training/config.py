@@ -61,8 +61,8 @@ SCHEMA: dict = {
                             maximum=0.99),
         "zero_init_residual": F(False, "bool", "start every residual branch at zero"),
         "bn_scale": F(True, "bool", "learn BatchNorm scales (false: fixed at 1, as airbench)"),
-        "identity_init": F(False, "bool", "start the convs outside residual branches as "
-                           "identities (airbench's dirac init)"),
+        "identity_init": F(False, "bool", "start the convs outside residual branches (in "
+                           "airbench96 all convs) as identities (airbench's dirac init)"),
         "bn_momentum": F(0.9, "float", "BatchNorm moving-statistics momentum (Keras's "
                          "convention; airbench, at batch 1024: 0.6)", minimum=0, maximum=0.999),
         "activation": F("relu", "str", "the network's nonlinearity (airbench: gelu)",
@@ -165,6 +165,8 @@ SCHEMA: dict = {
     "matmul_small_convs": F(True, "bool",
                             "train convolutions with at most 2x2 output pixels as matrix "
                             "multiplies"),
+    "float32_activations": F(True, "bool",
+                             "train bfloat16 GELU/SiLU layers in float32 on CPUs (faster there)"),
     "checkpoint": {
         "save_freq": F("epoch", "steps_or_epoch",
                        "backup for resume every epoch or every N steps", minimum=1),
@@ -188,7 +190,8 @@ RESUMABLE_KEYS = ("epochs", "time_budget_minutes", "strategy", "verbose", "tenso
                   "steps_per_execution", "jit_compile", "checkpoint.save_freq",
                   "early_stopping.patience",
                   "early_stopping.monitor", "early_stopping.min_delta", "data.cache",
-                  "precision", "fused_batchnorm", "matmul_small_convs", "deterministic")
+                  "precision", "fused_batchnorm", "matmul_small_convs",
+                  "float32_activations", "deterministic")
 
 
 class ConfigError(ValueError):

@@ -46,8 +46,8 @@ NOT_TUNABLE = ("data.spec", "strategy", "precision", "deterministic", "verbose",
 # Recipe keys that may differ when a search is continued: they change speed or output, not
 # the scores the finished trials were given.
 MAY_CHANGE_ON_RESUME = ("verbose", "tensorboard", "strategy", "precision", "steps_per_execution",
-                        "jit_compile", "fused_batchnorm", "matmul_small_convs", "data.cache",
-                        "deterministic")
+                        "jit_compile", "fused_batchnorm", "matmul_small_convs",
+                        "float32_activations", "data.cache", "deterministic")
 DATA_CACHE_SIZE = 2
 PROJECT = "tuner"
 
