@@ -34,25 +34,16 @@ def measure(config_name: str, overrides: list[str], steps: int) -> float:
     import keras_resnet  # noqa: F401  (first: it chooses TensorFlow's CPU kernels)
 
     import yaml
+    from bench_training import prepare_like_fit
 
     from keras_resnet.training.config import resolve_config
-    from keras_resnet.training.fit import (build_model, compile_for_training,
-                                           load_training_data)
-    from keras_resnet.training.precision import apply_precision, choose_precision
-    from keras_resnet.training.speedups import apply_training_speedups
 
     values = {key: yaml.safe_load(value)
               for key, value in (item.split("=", 1) for item in overrides)}
     batch = int(values.get("batch_size", resolve_config(config_name)["batch_size"]))
     values.update({"data.spec": f"shapes:classes=8,train={batch * steps},val=0,size=32",
                    "data.val_split": 0.0, "time_budget_minutes": None, "epochs": 1})
-    config = resolve_config(config_name, values)
-    precision, _ = choose_precision(config["precision"])
-    apply_precision(precision)
-    data = load_training_data(config)
-    model = build_model(config, data)
-    apply_training_speedups(model, config)
-    compile_for_training(model, config, steps)
+    model, data, _ = prepare_like_fit(resolve_config(config_name, values), steps)
     train = data.train.repeat()
     model.fit(train, epochs=1, steps_per_epoch=WARMUP_STEPS, verbose=0)
     start = time.perf_counter()

@@ -49,27 +49,37 @@ def _timed_fit(model, fit_args: dict, steps: int, seconds: float) -> dict:
             "images": images}
 
 
-def measure_product(arch: str, steps: int, seconds: float) -> dict:
+def prepare_like_fit(config: dict, steps: int):
+    """``(model, data, precision)`` as ``fit`` prepares them: the precision, the data pipeline,
+    the model, the training speed-ups and the compiled optimizer."""
     import keras_resnet  # noqa: F401  (first: it chooses TensorFlow's CPU kernels)
 
-    import keras
-
-    from keras_resnet.training.config import resolve_config
     from keras_resnet.training.fit import (build_model, compile_for_training,
                                            load_training_data)
     from keras_resnet.training.precision import apply_precision, choose_precision
     from keras_resnet.training.speedups import apply_training_speedups
 
-    config = resolve_config(None, {"arch": arch, "batch_size": BATCH, "epochs": 1,
-                                   "data.spec": f"shapes:classes={CLASSES},train={BATCH * steps},"
-                                                "val=0",
-                                   "data.val_split": 0.0})
     precision, _ = choose_precision(config["precision"])
     apply_precision(precision)
     data = load_training_data(config)
     model = build_model(config, data)
     apply_training_speedups(model, config)
     compile_for_training(model, config, steps)
+    return model, data, precision
+
+
+def measure_product(arch: str, steps: int, seconds: float) -> dict:
+    import keras_resnet  # noqa: F401  (first: it chooses TensorFlow's CPU kernels)
+
+    import keras
+
+    from keras_resnet.training.config import resolve_config
+
+    config = resolve_config(None, {"arch": arch, "batch_size": BATCH, "epochs": 1,
+                                   "data.spec": f"shapes:classes={CLASSES},train={BATCH * steps},"
+                                                "val=0",
+                                   "data.val_split": 0.0})
+    model, data, precision = prepare_like_fit(config, steps)
     result = _timed_fit(model, {"x": data.train.repeat()}, steps, seconds)
     keras.mixed_precision.set_global_policy("float32")
     return dict(result, precision=precision)
