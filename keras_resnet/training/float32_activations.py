@@ -10,8 +10,9 @@ training step.
 instance whose compute dtype is bfloat16 for one that casts its input to float32, applies the
 same activation function and casts back: the same function, evaluated more precisely, with the
 same output dtype, so the rest of the graph is untouched. The layers keep their class and config,
-so saved models are unchanged. Not applied where TensorFlow sees a GPU, whose bfloat16 kernels
-are fast.
+so saved models are unchanged (a per-layer ``dtype="float32"`` policy would do the same maths but
+write the policy into the saved model and hand float32 tensors to the next layer). Not applied
+where TensorFlow sees a GPU, whose bfloat16 kernels are fast.
 """
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ def _float32_call(self, inputs):
 
 def use_float32_activations(model) -> int:
     """Route the model's bfloat16 ``Activation`` layers through float32; returns how many.
-    A no-op off the TensorFlow backend and where TensorFlow sees a GPU."""
+    A no-op where TensorFlow sees a GPU (and, through ``swap_calls``, off its backend)."""
     import tensorflow as tf
 
-    if keras.backend.backend() == "tensorflow" and tf.config.list_physical_devices("GPU"):
+    if tf.config.list_physical_devices("GPU"):
         return 0
     return swap_calls(model, _eligible, _float32_call)
