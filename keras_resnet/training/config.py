@@ -165,8 +165,9 @@ SCHEMA: dict = {
     "matmul_small_convs": F(True, "bool",
                             "train convolutions with at most 2x2 output pixels as matrix "
                             "multiplies"),
-    "float32_activations": F(True, "bool",
-                             "train bfloat16 GELU/SiLU layers in float32 on CPUs (faster there)"),
+    "float32_activations": F(False, "bool",
+                             "train bfloat16 GELU/SiLU layers in float32 on CPUs (faster there, "
+                             "but airbench95 ended 0.4-0.5 points lower with it)"),
     "checkpoint": {
         "save_freq": F("epoch", "steps_or_epoch",
                        "backup for resume every epoch or every N steps", minimum=1),
