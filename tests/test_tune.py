@@ -124,7 +124,7 @@ def test_cli_folds_report_mean_and_std(tmp_path):
     ("optimizer.lr: {min: 0.1, max: 0.5, type: decimal}", "unknown type 'decimal'"),
     ("optimizer.name: [sgd, adam]",
      "'optimizer.name': 'adam' is not a valid recipe value (optimizer.name: must be one of "
-     "sgd, adamw; got 'adam')"),
+     "sgd, adamw, muon; got 'adam')"),
     ("batch_size: {min: 0, max: 64}", "'batch_size': 0 is not a valid recipe value"),
     ("optimizer: [sgd]", "'optimizer' is a section; name one of its keys"),
     ("data.spec: [shapes, cifar10]", "'data.spec' cannot be tuned"),

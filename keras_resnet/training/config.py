@@ -111,10 +111,16 @@ SCHEMA: dict = {
     "label_smoothing": F(0.0, "float", "label smoothing of the cross-entropy", minimum=0,
                          maximum=0.99),
     "optimizer": {
-        "name": F("sgd", "str", "optimizer", choices=("sgd", "adamw")),
+        "name": F("sgd", "str", "optimizer (muon: Muon for the convolution filters, SGD for "
+                  "the rest)", choices=("sgd", "adamw", "muon")),
         "lr": F(0.1, "float", "peak learning rate", minimum=0, exclusive=True),
         "momentum": F(0.9, "float", "SGD momentum", minimum=0, maximum=0.999),
-        "nesterov": F(True, "bool", "Nesterov momentum (SGD)"),
+        "nesterov": F(True, "bool", "Nesterov momentum (SGD, Muon)"),
+        "muon_lr": F(0.24, "float", "muon: the convolution filters' peak rate (same schedule)",
+                     minimum=0, exclusive=True),
+        "muon_momentum": F(0.6, "float", "muon: the filters' momentum", minimum=0,
+                           maximum=0.999),
+        "muon_ns_steps": F(5, "int", "muon: Newton-Schulz iterations per step", minimum=1),
         "beta_1": F(0.9, "float", "AdamW beta_1", minimum=0, maximum=0.9999),
         "beta_2": F(0.999, "float", "AdamW beta_2", minimum=0, maximum=0.99999),
         "epsilon": F(1e-8, "float", "AdamW epsilon", minimum=0, exclusive=True),
@@ -545,7 +551,7 @@ def _check_relations(config: dict, errors: list):
             errors.append(f"schedule.warmup_epochs: must be less than epochs ({epochs}), "
                           f"got {warmup:g}")
     optimizer = config["optimizer"]
-    if optimizer.get("nesterov") is True and optimizer.get("name") == "sgd" \
+    if optimizer.get("nesterov") is True and optimizer.get("name") in ("sgd", "muon") \
             and optimizer.get("momentum") == 0:
         errors.append("optimizer.nesterov: needs optimizer.momentum > 0")
     if optimizer.get("lookahead_every") and optimizer.get("ema") is True:

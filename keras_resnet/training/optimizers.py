@@ -1,4 +1,5 @@
-"""Optimizers from a config's ``optimizer`` section: SGD (momentum, Nesterov) and AdamW.
+"""Optimizers from a config's ``optimizer`` section: SGD (momentum, Nesterov), AdamW, and
+Muon for the convolution filters with SGD for the rest (``keras_resnet.training.muon``).
 
 Weight decay is Keras's decoupled decay (each step ``w -= lr * weight_decay * w``, applied
 apart from the gradient), for SGD as for AdamW. BatchNorm and bias weights are excluded unless
@@ -31,6 +32,13 @@ def build_optimizer(optimizer: dict, learning_rate) -> keras.optimizers.Optimize
     if name == "sgd":
         opt = keras.optimizers.SGD(momentum=optimizer["momentum"],
                                    nesterov=bool(optimizer["nesterov"]), **common)
+    elif name == "muon":
+        from keras_resnet.training.muon import ConvMuon
+
+        opt = ConvMuon(momentum=optimizer["momentum"], nesterov=bool(optimizer["nesterov"]),
+                       muon_lr_ratio=optimizer["muon_lr"] / optimizer["lr"],
+                       muon_momentum=optimizer["muon_momentum"],
+                       ns_steps=optimizer["muon_ns_steps"], **common)
     elif name == "adamw":
         common["weight_decay"] = optimizer["weight_decay"]
         opt = keras.optimizers.AdamW(beta_1=optimizer["beta_1"], beta_2=optimizer["beta_2"],
