@@ -88,10 +88,18 @@ def test_search_resumes_without_repeating_trials_and_best_yaml_trains(tmp_path, 
     assert run.ok and (run.run_dir / "model.keras").is_file()
     assert yaml.safe_load((run.run_dir / "config.yaml").read_text()) == dict(best, verbose=0)
 
-    # Another space into the same folder is refused instead of mixing two searches.
+    # Another space into the same folder is refused instead of mixing two searches, and so is
+    # a key that changes scores, even one that also changes speed; one that changes only speed
+    # is not (the finished search trains nothing).
     other = {"hyperparameters": {"optimizer.lr": [0.1, 0.2]}}
     with pytest.raises(ValueError, match="holds another search .*space"):
         tune(None, other, trials=3, output=output, overrides=QUICK, verbose=0)
+    with pytest.raises(ValueError, match="recipe key float32_activations"):
+        tune(None, SPACE, trials=3, output=output, verbose=0,
+             overrides=dict(QUICK, float32_activations=True))
+    tune(None, SPACE, trials=3, output=output, verbose=0,
+         overrides=dict(QUICK, steps_per_execution=1))
+    assert len(calls) == 4
 
 
 def test_cli_folds_report_mean_and_std(tmp_path):

@@ -523,8 +523,11 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
     arch = arch_name or config["arch"]
     meta = run_metadata(class_names=data.class_names, arch=arch, image_shape=data.image_shape,
                         recipe=config, extra=metadata)
-    _say(f"Model: {arch}, {model.count_params():,} parameters; {config['optimizer']['name']} "
-         f"lr {config['optimizer']['lr']:g}, {config['schedule']['name']} schedule, "
+    optimizer = config["optimizer"]
+    rates = f"lr {optimizer['lr']:g}" + (f" (filters {optimizer['muon_lr']:g})"
+                                         if optimizer["name"] == "muon" else "")
+    _say(f"Model: {arch}, {model.count_params():,} parameters; {optimizer['name']} {rates}, "
+         f"{config['schedule']['name']} schedule, "
          f"{config['epochs']} epochs x {steps} steps of {config['batch_size']}", verbose)
 
     run.create()
