@@ -53,6 +53,9 @@ def test_one_step_orthogonalises_the_filters_and_is_plain_sgd_elsewhere():
     optimizer = build_optimizer(section, lr)
     assert isinstance(optimizer, ConvMuon)
     optimizer.apply_gradients(zip(grads, variables))
+    # The filters' momentum is part of the optimizer's state, so checkpoints and resume keep it.
+    assert [v.shape for v in optimizer.variables if "muon_momentum" in v.path] \
+        == [model.get_layer("conv").kernel.shape]
 
     # The convolution kernel: rescaled to norm sqrt(8) (not decayed), then moved by muon_lr
     # along (about) the polar factor of the Nesterov direction g + m * (m * 0 + g).
