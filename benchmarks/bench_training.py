@@ -14,13 +14,19 @@ and, as a second reference, ``keras.applications.ResNet50`` (weights=None) train
 way. It prints images/s (wall clock) and CPU-seconds per 1,000 images for each, and the
 product/naive ratios. The issue's target: product >= 2x naive float32 on this CPU.
 
+``--pytorch`` adds the same two networks trained in plain PyTorch float32
+(``benchmarks/pytorch_reference.py``; needs ``torch``, which the product does not depend on),
+the issue's other yardstick, and checks that each has the zoo model's trainable parameter count.
+
     python benchmarks/bench_training.py            # full: ~15 s timed per measurement
     python benchmarks/bench_training.py --quick    # smoke run: a few steps each
+    python benchmarks/bench_training.py --pytorch  # also PyTorch's rate for the same networks
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -82,7 +88,11 @@ def measure_product(arch: str, steps: int, seconds: float) -> dict:
     model, data, precision = prepare_like_fit(config, steps)
     result = _timed_fit(model, {"x": data.train.repeat()}, steps, seconds)
     keras.mixed_precision.set_global_policy("float32")
-    return dict(result, precision=precision)
+    return dict(result, precision=precision, trainable_parameters=_trainable(model))
+
+
+def _trainable(model) -> int:
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
 
 
 def _naive_arrays(steps: int):
@@ -103,7 +113,7 @@ def measure_naive(model_fn, steps: int, seconds: float) -> dict:
                   loss="categorical_crossentropy", metrics=["accuracy"])
     x, y = _naive_arrays(steps)
     return dict(_timed_fit(model, {"x": x, "y": y, "batch_size": BATCH}, steps, seconds),
-                precision="float32")
+                precision="float32", trainable_parameters=_trainable(model))
 
 
 def _naive_model(arch: str):
@@ -119,6 +129,10 @@ def _naive_model(arch: str):
 
 def measure(kind: str, arch: str, steps: int, seconds: float) -> dict:
     """One row, in this process (which must be fresh: see the module's docstring)."""
+    if kind == "pytorch":
+        from pytorch_reference import measure as measure_pytorch
+
+        return measure_pytorch(arch, CLASSES, BATCH, SIZE, steps, seconds)
     if kind == "product":
         row = measure_product(arch, steps, seconds)
     else:
@@ -143,6 +157,8 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=15.0,
                         help="timed seconds per measurement (full run)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--pytorch", action="store_true",
+                        help="also train the same networks in plain PyTorch float32")
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "ARCH"),
                         help=argparse.SUPPRESS)  # one row, in a child process
     parser.add_argument("--steps", type=int, default=48, help=argparse.SUPPRESS)
@@ -155,10 +171,17 @@ def main(argv=None):
     # a refill, which real epochs (hundreds of steps) pay once.
     steps = 2 if args.quick else 48
     seconds = 0.0 if args.quick else args.seconds
+    if args.pytorch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise SystemExit("error: --pytorch needs torch (pip install torch)") from None
     rows = {}
     for arch in ("resnet20", "resnet50"):
         rows[f"{arch} product"] = _measure_in_fresh_process("product", arch, steps, seconds)
         rows[f"{arch} naive"] = _measure_in_fresh_process("naive", arch, steps, seconds)
+        if args.pytorch:
+            rows[f"{arch} pytorch"] = _measure_in_fresh_process("pytorch", arch, steps, seconds)
     rows["keras.applications.ResNet50 naive"] = _measure_in_fresh_process(
         "naive", "keras.applications.ResNet50", steps, seconds)
 
@@ -167,6 +190,8 @@ def main(argv=None):
     print(f"{'':38} {'precision':>15} {'kernels':>8} {'images/s':>9} {'CPU s/1k img':>13}")
     for name, row in rows.items():
         kernels = {True: "oneDNN", False: "Eigen"}.get(row["onednn"], "?")
+        if "framework" in row:
+            kernels = "PyTorch"
         print(f"{name:38} {row['precision']:>15} {kernels:>8} {row['images_per_s']:9.0f} "
               f"{row['cpu_s_per_1k_images']:13.2f}")
     ratios = {}
@@ -178,6 +203,22 @@ def main(argv=None):
         }
         print(f"{arch}: product / naive float32 = {ratios[arch]['wall']:.2f}x images/s "
               f"({ratios[arch]['cpu']:.2f}x per CPU-second)")
+        if args.pytorch:
+            torch_row = rows[f"{arch} pytorch"]
+            if torch_row["trainable_parameters"] != product["trainable_parameters"]:
+                raise SystemExit(f"error: the PyTorch {arch} has "
+                                 f"{torch_row['trainable_parameters']:,} trainable parameters, "
+                                 f"the zoo's {product['trainable_parameters']:,}")
+            ratios[arch]["pytorch_wall"] = torch_row["images_per_s"] / naive["images_per_s"]
+            ratios[arch]["pytorch_cpu"] = (naive["cpu_s_per_1k_images"]
+                                           / torch_row["cpu_s_per_1k_images"])
+            ratios[arch]["product_over_pytorch_cpu"] = (torch_row["cpu_s_per_1k_images"]
+                                                        / product["cpu_s_per_1k_images"])
+            print(f"{arch}: PyTorch float32 / naive float32 = "
+                  f"{ratios[arch]['pytorch_wall']:.2f}x images/s "
+                  f"({ratios[arch]['pytorch_cpu']:.2f}x per CPU-second); product / PyTorch = "
+                  f"{ratios[arch]['product_over_pytorch_cpu']:.2f}x per CPU-second "
+                  f"({torch_row['trainable_parameters']:,} trainable parameters each)")
     apps = rows["keras.applications.ResNet50 naive"]["images_per_s"]
     print(f"resnet50 product / keras.applications.ResNet50 naive = "
           f"{rows['resnet50 product']['images_per_s'] / apps:.2f}x")
