@@ -94,6 +94,39 @@ def test_filters_keep_norm_sqrt_filters_whatever_the_decay():
     assert np.linalg.norm(np.asarray(kernel)) == pytest.approx(math.sqrt(8), rel=1e-5)
 
 
+def test_backup_weights_restore_the_filters_momentum(tmp_path):
+    """What ``BackupAndRestore`` does on a resume: ``save_weights`` after training, then
+    ``load_weights`` into a fresh compiled model whose optimizer ``fit`` has built. The Muon buffers must come back,
+    or a resumed run would restart the filters' momentum from zero."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(16, 6, 6, 3)).astype("float32")
+    y = rng.integers(0, 2, 16)
+    section = dict(C.defaults()["optimizer"], name="muon")
+
+    def compiled():
+        model = _small_model()
+        model.compile(optimizer=build_optimizer(section, 0.1),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return model
+
+    trained = compiled()
+    trained.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    trained.save_weights(tmp_path / "latest.weights.h5")
+
+    def buffers(model):
+        return [np.asarray(v) for v in model.optimizer.variables if "muon_momentum" in v.path]
+
+    saved = buffers(trained)
+    assert len(saved) == 1 and np.abs(saved[0]).sum() > 0
+    resumed = compiled()
+    resumed.optimizer.build(resumed.trainable_variables)   # fit builds it before the callbacks
+    resumed.load_weights(tmp_path / "latest.weights.h5")
+    assert int(resumed.optimizer.iterations) == 2
+    restored = buffers(resumed)
+    assert len(restored) == 1
+    np.testing.assert_array_equal(restored[0], saved[0])
+
+
 def test_muon_config_reaches_the_optimizer_and_round_trips():
     config = C.resolve_config(None, ["optimizer.name=muon", "optimizer.lr=0.5",
                                      "optimizer.muon_lr=0.1", "optimizer.muon_momentum=0.7",
