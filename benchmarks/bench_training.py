@@ -17,6 +17,7 @@ product/naive ratios. The issue's target: product >= 2x naive float32 on this CP
 ``--pytorch`` adds the same two networks trained in plain PyTorch float32
 (``benchmarks/pytorch_reference.py``; needs ``torch``, which the product does not depend on),
 the issue's other yardstick, and checks that each has the zoo model's trainable parameter count.
+Where the product trains in bfloat16 it also times PyTorch under bfloat16 autocast.
 
     python benchmarks/bench_training.py            # full: ~15 s timed per measurement
     python benchmarks/bench_training.py --quick    # smoke run: a few steps each
@@ -129,10 +130,11 @@ def _naive_model(arch: str):
 
 def measure(kind: str, arch: str, steps: int, seconds: float) -> dict:
     """One row, in this process (which must be fresh: see the module's docstring)."""
-    if kind == "pytorch":
+    if kind in ("pytorch", "pytorch-bf16"):
         from pytorch_reference import measure as measure_pytorch
 
-        return measure_pytorch(arch, CLASSES, BATCH, SIZE, steps, seconds)
+        return measure_pytorch(arch, CLASSES, BATCH, SIZE, steps, seconds,
+                               "bfloat16" if kind == "pytorch-bf16" else "float32")
     if kind == "product":
         row = measure_product(arch, steps, seconds)
     else:
@@ -182,6 +184,9 @@ def main(argv=None):
         rows[f"{arch} naive"] = _measure_in_fresh_process("naive", arch, steps, seconds)
         if args.pytorch:
             rows[f"{arch} pytorch"] = _measure_in_fresh_process("pytorch", arch, steps, seconds)
+            if rows[f"{arch} product"]["precision"] == "mixed_bfloat16":
+                rows[f"{arch} pytorch-bf16"] = _measure_in_fresh_process("pytorch-bf16", arch,
+                                                                          steps, seconds)
     rows["keras.applications.ResNet50 naive"] = _measure_in_fresh_process(
         "naive", "keras.applications.ResNet50", steps, seconds)
 
@@ -219,6 +224,12 @@ def main(argv=None):
                   f"({ratios[arch]['pytorch_cpu']:.2f}x per CPU-second); product / PyTorch = "
                   f"{ratios[arch]['product_over_pytorch_cpu']:.2f}x per CPU-second "
                   f"({torch_row['trainable_parameters']:,} trainable parameters each)")
+            if f"{arch} pytorch-bf16" in rows:
+                bf16 = rows[f"{arch} pytorch-bf16"]
+                ratios[arch]["product_over_pytorch_bf16_cpu"] = (
+                    bf16["cpu_s_per_1k_images"] / product["cpu_s_per_1k_images"])
+                print(f"{arch}: product / PyTorch bfloat16 autocast = "
+                      f"{ratios[arch]['product_over_pytorch_bf16_cpu']:.2f}x per CPU-second")
     apps = rows["keras.applications.ResNet50 naive"]["images_per_s"]
     print(f"resnet50 product / keras.applications.ResNet50 naive = "
           f"{rows['resnet50 product']['images_per_s'] / apps:.2f}x")

@@ -10,6 +10,8 @@ that each twin has exactly the zoo model's trainable parameter count.
 
 The training step is what a PyTorch user writes first: float32, NCHW, ``torch.optim.SGD`` with
 momentum, ``cross_entropy``, on random tensors, with ``torch.set_num_threads(os.cpu_count())``.
+``precision="bfloat16"`` runs the forward pass under ``torch.autocast("cpu", torch.bfloat16)``,
+PyTorch's mixed precision, for CPUs where the product trains in bfloat16.
 """
 from __future__ import annotations
 
@@ -93,8 +95,9 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def measure(arch: str, classes: int, batch: int, size: int, steps: int, seconds: float) -> dict:
-    """Images/s and CPU-seconds per 1,000 images of plain float32 training steps."""
+def measure(arch: str, classes: int, batch: int, size: int, steps: int, seconds: float,
+            precision: str = "float32") -> dict:
+    """Images/s and CPU-seconds per 1,000 images of plain training steps."""
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
     model = MODELS[arch](classes).train()
@@ -104,7 +107,9 @@ def measure(arch: str, classes: int, batch: int, size: int, steps: int, seconds:
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(images), labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
         loss.backward()
         optimizer.step()
 
@@ -119,6 +124,6 @@ def measure(arch: str, classes: int, batch: int, size: int, steps: int, seconds:
         cpu += time.process_time() - start_cpu
         done += steps * batch
     return {"images_per_s": done / wall, "cpu_s_per_1k_images": 1000 * cpu / done,
-            "images": done, "precision": "float32", "onednn": torch.backends.mkldnn.is_available(),
+            "images": done, "precision": precision, "onednn": torch.backends.mkldnn.is_available(),
             "trainable_parameters": trainable_parameters(model),
             "framework": f"PyTorch {torch.__version__}"}
