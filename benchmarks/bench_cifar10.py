@@ -137,9 +137,13 @@ def print_curve(report: dict) -> None:
         print(f"  {point['epoch']:>5} {point['seconds'] / 60:8.1f} {point['val_accuracy']:8.4f}")
 
 
+def public(report: dict) -> dict:
+    """The report without what ``train`` keeps only for re-loading the held-out images."""
+    return {k: v for k, v in report.items() if k not in ("split_seed", "image_size")}
+
+
 def write_report(path: Path, report: dict) -> None:
-    report = {k: v for k, v in report.items() if k not in ("split_seed", "image_size")}
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.write_text(json.dumps(public(report), indent=2) + "\n")
 
 
 def run_single(args, overrides: dict, output: Path) -> None:
@@ -202,8 +206,7 @@ def run_ensemble(args, overrides: dict, output: Path) -> None:
         "ensemble_val_accuracy": scored["none"]["accuracy"],
         "ensemble_flip_tta_val_accuracy": scored["flip"]["accuracy"],
         "ensemble_flip_translate_tta_val_accuracy": scored["flip-translate"]["accuracy"],
-        "runs": [{k: v for k, v in m.items() if k not in ("split_seed", "image_size")}
-                 for m in members],
+        "runs": [public(m) for m in members],
     }
     write_report(output / "time_to_accuracy.json", report)
 
