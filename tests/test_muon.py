@@ -31,6 +31,16 @@ def test_orthogonalise_pushes_singular_values_towards_one(shape):
     assert np.sum(result * (u @ vt)) / np.linalg.norm(result) / np.linalg.norm(u @ vt) > 0.95
 
 
+@pytest.mark.parametrize("shape", [(27, 16), (16, 27)])
+def test_orthogonalise_matches_keras_muon(shape):
+    """The iteration is written out only because Keras's is a method of its optimizer."""
+    matrix = np.random.default_rng(2).normal(size=shape).astype("float32")
+    ours = np.asarray(orthogonalise(keras.ops.convert_to_tensor(matrix), 5))
+    theirs = np.asarray(keras.optimizers.Muon().zeropower_via_newtonschulz5(
+        keras.ops.convert_to_tensor(matrix), 5))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
 def _small_model():
     inputs = keras.Input((6, 6, 3))
     x = keras.layers.Conv2D(8, 3, use_bias=False, name="conv")(inputs)

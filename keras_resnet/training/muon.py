@@ -22,6 +22,8 @@ from keras import ops
 # The quintic Newton-Schulz iteration's coefficients, chosen (Jordan et al.) for the steepest
 # slope at zero: singular values end up in roughly [0.7, 1.2] instead of exactly 1, which costs
 # nothing in training and needs few iterations. The same as keras.optimizers.Muon's.
+# keras.optimizers.Muon runs this iteration as a method of its own (it reads the coefficients
+# from the optimizer), so it is written out here; a test holds it to Keras's result.
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 
 
@@ -30,7 +32,7 @@ def orthogonalise(matrix, steps: int):
     a, b, c = NEWTON_SCHULZ
     tall = matrix.shape[0] > matrix.shape[1]
     x = ops.transpose(matrix) if tall else matrix
-    x = x / (ops.sqrt(ops.sum(ops.square(x))) + 1e-7)   # spectral norm <= Frobenius norm <= 1
+    x = x / (ops.norm(x) + 1e-7)   # spectral norm <= Frobenius norm <= 1
     for _ in range(steps):
         gram = ops.matmul(x, ops.transpose(x))
         x = a * x + ops.matmul(b * gram + c * ops.matmul(gram, gram), x)
@@ -81,7 +83,7 @@ class ConvMuon(keras.optimizers.SGD):
         filters = variable.shape[-1]
         update = ops.reshape(orthogonalise(ops.reshape(direction, (-1, filters)),
                                            self.ns_steps), variable.shape)
-        rescale = math.sqrt(filters) / (ops.sqrt(ops.sum(ops.square(variable))) + 1e-12)
+        rescale = math.sqrt(filters) / (ops.norm(ops.reshape(variable, (-1,))) + 1e-12)
         lr = ops.cast(learning_rate, variable.dtype) * self.muon_lr_ratio
         self.assign(variable, variable * rescale - lr * update)
 
