@@ -153,12 +153,14 @@ def test_muon_config_reaches_the_optimizer_and_round_trips():
 
 
 def test_fit_with_muon_learns_shapes(tmp_path):
-    """test_fit's LEARN run, with Muon for the filters and 6 epochs instead of 8."""
+    """test_fit's LEARN run, with Muon for the filters, 6 epochs instead of 8 and the small
+    ResNet-9 (a quarter of the suite's time on ResNet-20: 15 s against 63 s; it ended at 97.5%)."""
+    from conftest import SMALL_MODEL
     from test_fit import LEARN
 
     from keras_resnet.training.fit import fit
 
-    muon = [*LEARN, "optimizer.name=muon", "epochs=6"]
+    muon = [*LEARN, *SMALL_MODEL, "optimizer.name=muon", "epochs=6"]
     result = fit(None, output=tmp_path / "run", overrides=muon)
     assert result.stopped == "completed"
-    assert result.metrics["val_accuracy"] >= 0.5          # chance is 0.25
+    assert result.metrics["val_accuracy"] >= 0.7          # chance is 0.25
