@@ -31,6 +31,7 @@ MEASURED_RECIPES = [
     ("cifar10_airbench94", "cifar10_airbench94_uniform_shifts_avx2", set()),
     ("cifar10_airbench95", "cifar10_airbench95_batch512_amx", set()),
     ("cifar10_airbench95", "cifar10_airbench95_avx512bf16", set()),
+    ("cifar10_airbench95", "cifar10_airbench95_seed1_avx512bf16", {"seed"}),
 ]
 
 
