@@ -34,6 +34,7 @@ MEASURED_RECIPES = [
     ("cifar10_airbench95", "cifar10_airbench95_batch512_seed2_amx", {"seed"}),
     ("cifar10_airbench95", "cifar10_airbench95_avx512bf16", set()),
     ("cifar10_airbench95", "cifar10_airbench95_seed1_avx512bf16", {"seed"}),
+    ("cifar10_airbench95", "cifar10_airbench95_seed2_avx512bf16", {"seed"}),
 ]
 
 
