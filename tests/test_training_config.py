@@ -386,14 +386,16 @@ def test_float32_activations_compute_bfloat16_gelus_in_float32_and_change_nothin
     assert fast.get_config() == plain.get_config()
 
 
-@pytest.mark.parametrize("size, kernel, strides, padding", [
-    (1, 3, 1, "same"),    # a 3x3 kernel on a 1x1 map: only the centre tap sees the image
-    (2, 3, 2, "same"),    # ResNet-50 v1.5 stage-4 downsampling 3x3
-    (2, 1, 2, "valid"),   # a strided 1x1 shortcut
-    (2, 3, 1, "same"),
-    (3, 3, 2, "same"),
+@pytest.mark.parametrize("size, kernel, strides, padding, product", [
+    (1, 3, 1, "same", "dense"),    # a 3x3 kernel on a 1x1 map: only the centre tap sees it
+    (2, 3, 2, "same", "dense"),    # ResNet-50 v1.5 stage-4 downsampling 3x3
+    (2, 3, 1, "same", "dense"),    # ResNet-50 stage 3's 3x3 convolutions at 32x32
+    (3, 3, 2, "same", "dense"),    # some pixel pairs joined by no tap: zero blocks
+    (2, 1, 2, "valid", "im2col"),  # a strided 1x1 shortcut
+    (2, 1, 1, "same", "im2col"),   # a 1x1 convolution on a 2x2 map: no slicing at all
+    (4, 3, 2, "same", "im2col"),   # stage 3's strided 3x3: 9 windows of a 4x4 map
 ])
-def test_small_conv_matmul_matches_conv2d(size, kernel, strides, padding):
+def test_small_conv_matmul_matches_conv2d(size, kernel, strides, padding, product):
     import keras
     import tensorflow as tf
 
@@ -408,6 +410,7 @@ def test_small_conv_matmul_matches_conv2d(size, kernel, strides, padding):
     fast = keras.Model.from_config(plain.get_config())
     fast.set_weights(plain.get_weights())
     assert use_matmul_for_small_convs(fast) == 1
+    assert fast.layers[1]._call_plan["product"] == product
     x = tf.constant(np.random.default_rng(0).normal(size=(5, size, size, 16)).astype("float32"))
 
     def forward_and_gradients(model):
