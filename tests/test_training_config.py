@@ -428,6 +428,84 @@ def test_small_conv_matmul_matches_conv2d(size, kernel, strides, padding, produc
     assert fast.get_config() == plain.get_config()
 
 
+@pytest.mark.parametrize("size, kernel, padding", [
+    (7, 3, "same"), (3, 3, "same"), (4, 1, "same"), (6, 3, "valid"), (5, 2, "same"),
+])
+def test_filter_gradient_as_tap_products_matches_tensorflows_kernel(size, kernel, padding):
+    import tensorflow as tf
+
+    from keras_resnet.training.filter_gradients import filter_gradient
+
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(4, size, size, 6)).astype("float32"))
+    w = tf.constant(rng.normal(size=(kernel, kernel, 6, 5)).astype("float32"))
+    y_shape = tf.nn.conv2d(x, w, 1, padding.upper()).shape
+    dy = tf.constant(rng.normal(size=y_shape).astype("float32"))
+    expected = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=w.shape, out_backprop=dy,
+                                               strides=[1, 1, 1, 1], padding=padding.upper())
+    top, left = ((kernel - 1) // 2, (kernel - 1) // 2) if padding == "same" else (0, 0)
+    pads = [[0, 0], [top, kernel - 1 - top], [left, kernel - 1 - left], [0, 0]]
+    got = filter_gradient(x, dy, w.shape, pads, y_shape[1:3])
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_filter_gradients_train_like_conv2d_in_bfloat16():
+    import keras
+    import tensorflow as tf
+
+    from keras_resnet.training.filter_gradients import use_matmul_filter_gradients
+
+    keras.utils.set_random_seed(4)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        inputs = keras.Input((5, 5, 256))
+        hidden = keras.layers.Conv2D(256, 3, padding="same", activation="relu")(inputs)
+        outputs = keras.layers.Conv2D(8, 3, padding="same")(hidden)   # too narrow: kept
+        plain = keras.Model(inputs, outputs)
+        fast = keras.Model.from_config(plain.get_config())
+        fast.set_weights(plain.get_weights())
+        assert use_matmul_filter_gradients(fast) == 1
+        x = tf.constant(np.random.default_rng(0).normal(size=(6, 5, 5, 256)), tf.float32)
+
+        def forward_and_gradients(model):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.cast(model(x, training=True), tf.float32)
+                loss = tf.reduce_sum(y * tf.range(1.0, 9.0))
+            return y, tape.gradient(loss, [x] + model.trainable_variables)
+
+        y_plain, g_plain = forward_and_gradients(plain)
+        y_fast, g_fast = forward_and_gradients(fast)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    np.testing.assert_array_equal(y_fast, y_plain)     # the forward pass is Keras's own
+    for a, b in zip(g_fast, g_plain):
+        a, b = np.asarray(a, "float32"), np.asarray(b, "float32")
+        # Both round a float32 sum to bfloat16 (8 bits of mantissa): 2% of the largest entry.
+        np.testing.assert_allclose(a, b, rtol=0, atol=0.02 * np.abs(b).max())
+    assert fast.get_config() == plain.get_config()
+
+
+def test_matmul_filter_gradients_pick_wide_small_map_convs_in_bfloat16_only():
+    import keras
+
+    from keras_resnet.models import create_model
+    from keras_resnet.training.filter_gradients import use_matmul_filter_gradients
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        airbench = create_model("airbench95", num_classes=10, input_shape=(32, 32, 3))
+        # Stage 2's second convolution (384 channels, 7x7) and stage 3's two (512, 7x7 and
+        # 3x3); not stage 2's first (15x15) nor the stem.
+        assert use_matmul_filter_gradients(airbench) == 3
+        assert "call" in vars(airbench.get_layer("stage3_block1_conv1"))
+        assert "call" not in vars(airbench.get_layer("stage2_entry_conv"))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert use_matmul_filter_gradients(create_model("airbench95", num_classes=10,
+                                                    input_shape=(32, 32, 3))) == 0
+
+
 def test_small_conv_matmul_picks_only_tiny_outputs_of_resnet50_at_32px():
     from keras_resnet.models import create_model
     from keras_resnet.training.small_convs import use_matmul_for_small_convs

@@ -171,6 +171,9 @@ SCHEMA: dict = {
     "matmul_small_convs": F(True, "bool",
                             "train convolutions with at most 2x2 output pixels as matrix "
                             "multiplies"),
+    "matmul_filter_gradients": F(True, "bool",
+                                 "filter gradients of wide bfloat16 convolutions on maps of at "
+                                 "most 8x8 as matrix multiplies, on CPUs"),
     "float32_activations": F(False, "bool",
                              "train bfloat16 GELU/SiLU layers in float32 on CPUs (faster there, "
                              "but airbench95 ended 0.4-0.5 points lower with it)"),
@@ -198,7 +201,7 @@ RESUMABLE_KEYS = ("epochs", "time_budget_minutes", "strategy", "verbose", "tenso
                   "early_stopping.patience",
                   "early_stopping.monitor", "early_stopping.min_delta", "data.cache",
                   "precision", "fused_batchnorm", "matmul_small_convs",
-                  "float32_activations", "deterministic")
+                  "matmul_filter_gradients", "float32_activations", "deterministic")
 
 
 class ConfigError(ValueError):

@@ -142,8 +142,8 @@ def _matmul_call(self, inputs):
     kernel = tf.cast(self.kernel, inputs.dtype)
     outputs = PRODUCTS[plan["product"]](plan, inputs, kernel)
     outputs = tf.reshape(outputs, [-1, *plan["out"], self.filters])
-    if self.use_bias:
-        outputs = outputs + tf.cast(self.bias, outputs.dtype)
+    if self.use_bias:   # BiasAdd, as Keras: its gradient sums in float32, a plain add's not
+        outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
     return self.activation(outputs) if self.activation is not None else outputs
 
 

@@ -3,6 +3,7 @@ of the model being trained for an equivalent, faster computation and leaves the 
 plain Keras."""
 from __future__ import annotations
 
+from keras_resnet.training.filter_gradients import use_matmul_filter_gradients
 from keras_resnet.training.float32_activations import use_float32_activations
 from keras_resnet.training.fused_batchnorm import use_fused_batchnorm
 from keras_resnet.training.small_convs import use_matmul_for_small_convs
@@ -11,6 +12,7 @@ from keras_resnet.training.small_convs import use_matmul_for_small_convs
 SPEEDUPS = {
     "fused_batchnorm": use_fused_batchnorm,
     "matmul_small_convs": use_matmul_for_small_convs,
+    "matmul_filter_gradients": use_matmul_filter_gradients,
     "float32_activations": use_float32_activations,
 }
 

@@ -47,8 +47,8 @@ NOT_TUNABLE = ("data.spec", "strategy", "precision", "deterministic", "verbose",
 # the scores the finished trials were given. Not ``float32_activations``: in three CIFAR-10
 # runs (BENCHMARKS.md) it cost 0.4-0.5 points, as much as a change of seed.
 MAY_CHANGE_ON_RESUME = ("verbose", "tensorboard", "strategy", "precision", "steps_per_execution",
-                        "jit_compile", "fused_batchnorm", "matmul_small_convs", "data.cache",
-                        "deterministic")
+                        "jit_compile", "fused_batchnorm", "matmul_small_convs",
+                        "matmul_filter_gradients", "data.cache", "deterministic")
 DATA_CACHE_SIZE = 2
 PROJECT = "tuner"
 
