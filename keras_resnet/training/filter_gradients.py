@@ -2,12 +2,12 @@
 
 oneDNN's bfloat16 filter-gradient kernel (``Conv2DBackpropFilter``) is slow when the feature map
 is small and the channels many: on this project's 2-core AVX512-BF16 CPU, at batch 512, a 3x3
-convolution with 384 channels in and out on a 7x7 map took 166 ms for its filter gradient
-against 69 ms for its forward pass, and one with 512 channels on a 3x3 map 126 ms against 39 ms
+convolution with 384 channels in and out on a 7x7 map took 179 ms for its filter gradient
+against 67 ms for its forward pass, and one with 512 channels on a 3x3 map 85 ms against 37 ms
 (airbench95's last two stages). The same gradient as one matrix multiply per kernel tap, each
 input window (a slice of the padded input, flattened over batch and pixels) transposed times
-the output gradient, took 106 and 33 ms. For wide maps or few channels oneDNN's kernel is the
-faster one (15x15 with 128 to 384 channels: 153 against 193 ms), and in float32 it is faster
+the output gradient, took 104 and 26 ms. For wide maps or few channels oneDNN's kernel is the
+faster one (15x15 with 128 to 384 channels: 154 against 206 ms), and in float32 it is faster
 everywhere measured (``benchmarks`` entry "Filter gradients as matrix multiplies" in
 BENCHMARKS.md).
 
@@ -24,10 +24,12 @@ from __future__ import annotations
 import keras
 
 from keras_resnet.training.layer_calls import swap_calls
+from keras_resnet.training.small_convs import MAX_OUTPUT_PIXELS as SMALL_CONV_PIXELS
 
-MAX_OUTPUT_PIXELS = 64    # 8x8 maps and smaller
-MIN_CHANNELS = 256        # in and out; narrower layers gain little or lose
-SMALL_CONV_PIXELS = 4     # what matmul_small_convs trains as a matrix multiply already
+# Output maps of at most 8x8 pixels, and more than SMALL_CONV_PIXELS (those layers are matrix
+# multiplies already); at least this many channels in and out (narrower layers gain little or lose).
+MAX_OUTPUT_PIXELS = 64
+MIN_CHANNELS = 256
 
 
 def _plan(layer) -> dict | None:
