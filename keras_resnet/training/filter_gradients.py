@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_resnet.training.layer_calls import swap_calls
+from keras_resnet.training.layer_calls import add_bias_and_activate, swap_calls
 from keras_resnet.training.small_convs import MAX_OUTPUT_PIXELS as SMALL_CONV_PIXELS
 
 # Output maps of at most 8x8 pixels, and more than SMALL_CONV_PIXELS (those layers are matrix
@@ -93,10 +93,8 @@ def _convolution(plan, inputs, kernel):
 def _call(self, inputs):
     import tensorflow as tf
 
-    outputs = _convolution(self._call_plan, inputs, tf.cast(self.kernel, inputs.dtype))
-    if self.use_bias:   # BiasAdd, as Keras: its gradient sums in float32, a plain add's not
-        outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
-    return self.activation(outputs) if self.activation is not None else outputs
+    return add_bias_and_activate(
+        self, _convolution(self._call_plan, inputs, tf.cast(self.kernel, inputs.dtype)))
 
 
 def use_matmul_filter_gradients(model) -> int:

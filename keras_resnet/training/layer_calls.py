@@ -16,6 +16,17 @@ def all_layers(model):
             yield from all_layers(layer)
 
 
+def add_bias_and_activate(layer, outputs):
+    """The rest of a convolution layer's ``call`` after its product: the bias (with
+    ``BiasAdd``, as Keras: in bfloat16 its gradient sums in float32, a plain add's does not)
+    and the activation."""
+    import tensorflow as tf
+
+    if layer.use_bias:
+        outputs = tf.nn.bias_add(outputs, tf.cast(layer.bias, outputs.dtype))
+    return layer.activation(outputs) if layer.activation is not None else outputs
+
+
 def swap_calls(model, plan, call) -> int:
     """Bind ``call`` as the ``call`` of each layer for which ``plan(layer)`` is truthy (stored
     as ``layer._call_plan`` for ``call`` to read), skipping layers already swapped; returns how

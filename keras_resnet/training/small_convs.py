@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import keras
 
-from keras_resnet.training.layer_calls import swap_calls
+from keras_resnet.training.layer_calls import add_bias_and_activate, swap_calls
 
 MAX_OUTPUT_PIXELS = 4   # 2x2 output maps and smaller
-# ``dense`` is taken while it multiplies at most this many times the kernel blocks im2col does.
-DENSE_EXTRA_WORK = 1.0
 
 
 def _pads(size: int, kernel: int, stride: int, padding: str) -> tuple[int, int, int]:
@@ -77,7 +75,8 @@ def _plan(layer) -> dict | None:
     seen = sorted({t for row in taps for t in row if t is not None})
     plan = {"out": (out_h, out_w), "strides": (sh, sw), "kernel_taps": kh * kw}
     # dense multiplies in_pixels * out_pixels kernel blocks, im2col out_pixels * taps seen
-    if height * width <= DENSE_EXTRA_WORK * len(seen):
+    # (taking dense up to twice im2col's blocks measured no faster)
+    if height * width <= len(seen):
         zero = kh * kw    # the index of an all-zero block appended to the taps
         plan.update(product="dense",
                     taps=[zero if t is None else t for row in taps for t in row],
@@ -141,10 +140,7 @@ def _matmul_call(self, inputs):
     plan = self._call_plan
     kernel = tf.cast(self.kernel, inputs.dtype)
     outputs = PRODUCTS[plan["product"]](plan, inputs, kernel)
-    outputs = tf.reshape(outputs, [-1, *plan["out"], self.filters])
-    if self.use_bias:   # BiasAdd, as Keras: its gradient sums in float32, a plain add's not
-        outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
-    return self.activation(outputs) if self.activation is not None else outputs
+    return add_bias_and_activate(self, tf.reshape(outputs, [-1, *plan["out"], self.filters]))
 
 
 def use_matmul_for_small_convs(model) -> int:
