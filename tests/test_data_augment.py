@@ -271,3 +271,54 @@ def test_alternating_flip_mirrors_each_image_in_every_other_pass(cifar_small):
             np.concatenate([np.asarray(x).astype(np.uint8) for x, _ in again])] != order
     assert unmirrored(data.train_from_epoch(3)) == {i for i, m in odd.items() if not m}
     assert unmirrored(data.train_from_epoch(4)) == {i for i, m in even.items() if not m}
+
+
+@pytest.mark.parametrize("fill_mode", ["constant", "reflect"])
+def test_shift_gather_gives_keras_translation_pixels(fill_mode):
+    """The hand-written gather reads the pixels Keras's translation (``affine_transform``,
+    nearest sampling, which ``RandomTranslation`` uses) produces, for every shift within 3."""
+    import keras
+    import tensorflow as tf
+
+    from keras_resnet.data.shift_flip import shift_and_flip, source_indices
+
+    images = np.random.RandomState(0).randint(1, 256, (1, 8, 12, 3)).astype(np.float32)
+    for dy in range(-3, 4):
+        for dx in range(-3, 4):
+            # Output (i, j) reads input (i + dy, j + dx): a translation by (-dy, -dx).
+            expected = keras.ops.image.affine_transform(
+                images, np.array([[1, 0, dx, 0, 1, dy, 0, 0]], np.float32),
+                interpolation="nearest", fill_mode=fill_mode, fill_value=0.0)
+            rows = source_indices(tf.constant([dy]), 8, fill_mode)
+            cols = source_indices(tf.constant([dx]), 12, fill_mode)
+            out = shift_and_flip(tf.constant(images), rows, cols, fill_mode)
+            np.testing.assert_array_equal(np.asarray(out), np.asarray(expected),
+                                          err_msg=f"shift ({dy}, {dx})")
+
+
+def test_random_shift_flip_flips_per_image_and_keeps_its_config():
+    import tensorflow as tf
+
+    from keras_resnet.data.shift_flip import RandomShiftFlip
+
+    images = np.random.RandomState(1).randint(0, 256, (200, 6, 10, 3)).astype(np.float32)
+    layer = RandomShiftFlip(padding=0, flip=True, seed=3)
+    out = np.asarray(layer(tf.constant(images)))
+    mirrored = [np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images)]
+    kept = [np.array_equal(o, i) for o, i in zip(out, images)]
+    assert all(m != k for m, k in zip(mirrored, kept))       # each image one or the other
+    assert 70 < sum(mirrored) < 130
+    again = np.asarray(layer(tf.constant(images)))
+    assert not np.array_equal(again, out)                    # a fresh draw every call
+    same_seed = np.asarray(RandomShiftFlip(padding=0, flip=True, seed=3)(tf.constant(images)))
+    np.testing.assert_array_equal(same_seed, out)            # --seed repeats the run
+    np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
+    # Rows and columns shift by their own padding; the config rebuilds the layer.
+    rebuilt = RandomShiftFlip.from_config(RandomShiftFlip((1, 3), "reflect").get_config())
+    assert rebuilt.padding == (1, 3) and rebuilt.fill_mode == "reflect" and not rebuilt.flip
+    dots = np.zeros((500, 9, 9, 3), np.float32)
+    dots[:, 4, 4] = 255
+    _, rows, cols = np.nonzero(np.asarray(rebuilt(tf.constant(dots)))[..., 0] == 255)
+    assert set(rows - 4) == {-1, 0, 1} and set(cols - 4) == {-3, -2, -1, 0, 1, 2, 3}
+    with pytest.raises(ValueError, match="fill_mode"):
+        RandomShiftFlip(2, fill_mode="wrap")

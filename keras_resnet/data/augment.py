@@ -9,13 +9,12 @@ token           what it does
 ``cifar``       ``crop`` + ``flip`` (pad 4 and random crop at 32x32, horizontal flip)
 ``imagenet``    ``rrc`` + ``flip`` + ``jitter``
 ``crop``        random crop after padding by 1/8 of the size, or by ``crop_padding`` pixels
-                (``keras.layers.RandomTranslation`` with zero fill and nearest sampling: the
-                same pixels as pad-and-crop, per image, each whole-pixel shift from -pad to
-                +pad equally likely on each axis, as torchvision's ``RandomCrop(padding=)``)
+                (per image, each whole-pixel shift from -pad to +pad equally likely on each
+                axis, the border black: torchvision's ``RandomCrop(padding=)``)
 ``reflect``     ``crop`` with the border filled by reflecting the image instead of with black
                 (Page's ResNet-9 and airbench's choice): no artificial black edges for the
                 first layers to learn; replaces ``crop``, so ``cifar+reflect`` is flip + this
-``flip``        horizontal flip (``keras.layers.RandomFlip``)
+``flip``        horizontal flip of half the images, drawn per image
 ``altflip``     alternating flip (airbench's derandomised flip, Jordan 2024): a random half of
                 the images is mirrored in even epochs and the other half in odd ones, so
                 every image is seen both ways in any two epochs in a row; replaces ``flip``
@@ -31,10 +30,12 @@ token           what it does
 ==============  ==========================================================================
 
 MixUp and CutMix (``keras.layers.MixUp``/``CutMix``) are separate alphas because they change
-the labels. Keras's ``RandomCrop`` draws one crop per batch, which is why ``crop`` uses
-``RandomTranslation`` (one shift per image). The only hand-written piece is the random resized
-crop: images of different sizes must be cropped one by one before batching, which Keras layers
-(built for batches of one size) do not do; it uses ``tf.image.sample_distorted_bounding_box``.
+the labels. Two pieces are hand-written. The crop and the flip are one gather
+(``shift_flip.RandomShiftFlip``): Keras's ``RandomCrop`` draws one crop per batch, and
+``RandomTranslation`` + ``RandomFlip``, which give the same pixels, took about four times the CPU
+(``benchmarks/bench_augment.py``). The random resized crop: images of different sizes must be
+cropped one by one before batching, which Keras layers (built for batches of one size) do not
+do; it uses ``tf.image.sample_distorted_bounding_box``.
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ RRC_RATIO = (3 / 4, 4 / 3)
 # size when the preset itself has no ``rrc``: gentler than ImageNet's 0.08.
 FIT_RRC_SCALE = (0.25, 1.0)
 CROP_PAD_FRACTION = 1 / 8
-# The crop switches and how each fills the border the shift uncovers (RandomTranslation modes).
+# The crop switches and how each fills the border the shift uncovers.
 CROP_FILL = {"crop": "constant", "reflect": "reflect"}
 ERASING_PROBABILITY = 0.25
 CUTOUT_SIDE_FRACTION = 1 / 4
@@ -125,40 +126,32 @@ def parse_augment(augment, crop_padding: int | None = None) -> AugmentPlan:
                        None if crop_padding is None else int(crop_padding))
 
 
-def _crop_fractions(image_shape, crop_padding):
-    """RandomTranslation's (height, width) factors for shifts of up to ``crop_padding`` pixels
-    (default 1/8 of each side).
-
-    RandomTranslation draws a shift uniformly from [-factor, factor] of the side and, with
-    nearest sampling, moves the image by that shift rounded to whole pixels. A factor of
-    exactly ``pad / side`` would make the extreme shifts half as likely as the others (a
-    pixel-wide sliver each); ``(pad + 0.5) / side`` makes every shift from -pad to +pad
-    equally likely, as pad-and-crop draws them.
-    """
-    height, width = int(image_shape[0]), int(image_shape[1])
-
-    def factor(side):
-        pad = round(CROP_PAD_FRACTION * side) if crop_padding is None else int(crop_padding)
-        return min(1.0, (pad + 0.5) / side)
-
-    return factor(height), factor(width)
+def _crop_padding_pixels(image_shape, crop_padding):
+    """How far the crop shifts, ``(rows, columns)``: ``crop_padding`` pixels both ways, by
+    default 1/8 of each side (4 at 32x32, as He et al. and torchvision)."""
+    if crop_padding is not None:
+        return int(crop_padding), int(crop_padding)
+    return tuple(round(CROP_PAD_FRACTION * int(side)) for side in image_shape[:2])
 
 
 def _layers(switches, image_shape, seed, crop_padding=None):
     """Keras layers for the batch switches; float32 even under a mixed-precision policy."""
     import keras
 
+    from keras_resnet.data.shift_flip import RandomShiftFlip
+
     kw = {"dtype": "float32"}
     layers = []
     for i, switch in enumerate(switches):
         s = None if seed is None else seed + 101 * (i + 1)
-        if switch in CROP_FILL:
-            height_factor, width_factor = _crop_fractions(image_shape, crop_padding)
-            layers.append(keras.layers.RandomTranslation(
-                height_factor, width_factor, fill_mode=CROP_FILL[switch],
-                fill_value=0.0, interpolation="nearest", seed=s, **kw))
-        elif switch == "flip":
-            layers.append(keras.layers.RandomFlip("horizontal", seed=s, **kw))
+        if switch in CROP_FILL or switch == "flip":
+            if layers and isinstance(layers[-1], RandomShiftFlip):
+                continue                       # the crop's layer flips as well
+            crop = next((c for c in switches if c in CROP_FILL), None)
+            layers.append(RandomShiftFlip(
+                padding=_crop_padding_pixels(image_shape, crop_padding) if crop else (0, 0),
+                fill_mode=CROP_FILL.get(crop, "constant"), flip="flip" in switches,
+                seed=s, **kw))
         elif switch == "jitter":
             layers.append(keras.layers.RandomColorJitter(
                 value_range=(0, 255), brightness_factor=0.2, contrast_factor=0.4,
