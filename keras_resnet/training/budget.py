@@ -13,7 +13,7 @@ a third of a training step's cost per image (a forward pass without the backward
 The probe is a few seconds of training; a real epoch also validates, saves, and runs on a host
 whose speed drifts (in one hour-long run on 2 cores the epochs ran 13% faster than planned,
 two epochs' time unused; in another they sped up by a third after the second epoch). So the
-plan is made again at the end of every epoch from ``REPLAN_AFTER_EPOCH`` on, while at most
+plan is made again at the end of every epoch from ``REPLAN_AFTER_EPOCH`` on, while fewer than
 ``REPLAN_UNTIL`` of the planned epochs are done, from the mean time of the last
 ``EPOCHS_AVERAGED`` epochs, end to end (the first epoch fills the data cache and traces the
 step, so it is never timed), taking fewer epochs at once and more only by ``GROW_AT_LEAST``;
@@ -21,7 +21,8 @@ step, so it is never timed), taking fewer epochs at once and more only by ``GROW
 new count. Later, most of the schedule is spent and a new count would bend its annealing (so a
 first plan of fewer than 4 epochs is kept). The counts are written to
 ``DIR/time_budget.json``; a resumed run keeps them instead of measuring again.
-Nothing here is exact: the figures there say how close it came.
+Nothing here is exact: the figures there say how close it came, and
+``tests/test_budget.py`` replays the epoch times of recorded hour-long runs through the rules.
 """
 from __future__ import annotations
 
@@ -37,14 +38,19 @@ TIMED_CALLS = 1
 VALIDATION_COST = 1.0 / 3.0
 # The plan is made again at the end of every epoch from this one (1-based) ...
 REPLAN_AFTER_EPOCH = 2
-# ... while at most this fraction of the planned epochs is done ...
-REPLAN_UNTIL = 0.5
-# ... from the mean time of this many of the latest epochs. A new count with fewer epochs is
-# taken at once (the budget is a deadline); one with more only when it adds at least this
-# fraction of the plan (and at least one epoch). Without that a long plan flapped on the
-# host's noise (one 58-epoch run changed its count 14 times in 28 re-plans, between 55 and 58),
-# and every change retraces the step and moves the learning rate.
-EPOCHS_AVERAGED = 2
+# ... while fewer than this fraction of the planned epochs are done (at half, an hour-long
+# run on a 2-core EPYC stopped re-planning just after its two slowest epochs and ended 6
+# minutes early; at two thirds of 17 epochs, an 18th moves a linear one-cycle's rate by about
+# 5% of its peak) ...
+REPLAN_UNTIL = 2 / 3
+# ... from the mean time of this many of the latest epochs (with two, one run planned from its
+# two slowest epochs, 193 s against 163-189 s for the nine after them). A new count with fewer
+# epochs is taken at once (the budget is a deadline); one with more only when it adds at least
+# this fraction of the plan, rounded (rounded up, a 21-epoch plan needed 2 more, and a run
+# with room for a 22nd ended 6 minutes early), and at least one epoch. Without that a long plan
+# flapped on the host's noise (one 58-epoch run changed its count 14 times in 28 re-plans,
+# between 55 and 58), and every change retraces the step and moves the learning rate.
+EPOCHS_AVERAGED = 4
 GROW_AT_LEAST = 0.05
 BUDGET_FILE = "time_budget.json"
 
@@ -69,14 +75,25 @@ def epochs_after_replan(budget_seconds: float, elapsed_seconds: float, epoch_sec
 def settled_epochs(planned: int, proposed: int) -> int:
     """The count a re-plan keeps: ``proposed`` when it is fewer epochs than ``planned`` or at
     least ``GROW_AT_LEAST`` of them more, ``planned`` otherwise."""
-    least_growth = max(1, math.ceil(GROW_AT_LEAST * planned))
+    least_growth = max(1, round(GROW_AT_LEAST * planned))
     return proposed if proposed < planned or proposed - planned >= least_growth else planned
+
+
+def replanned_epochs(planned: int, epoch_seconds: list, elapsed_seconds: float,
+                     epochs_done: int, budget_seconds: float, max_epochs: int) -> dict:
+    """The re-plan at the end of epoch ``epochs_done``, from the timed ``epoch_seconds`` so
+    far: ``{"epoch_seconds", "proposed", "epochs"}`` (``epochs``: the count kept)."""
+    estimate = recent_epoch_seconds(epoch_seconds)
+    proposed = epochs_after_replan(budget_seconds, elapsed_seconds, estimate, epochs_done,
+                                   max_epochs)
+    return {"epoch_seconds": estimate, "proposed": proposed,
+            "epochs": settled_epochs(planned, proposed)}
 
 
 def replan_due(epochs_done: int, planned: int, max_epochs: int) -> bool:
     """Whether the plan is made again at the end of epoch ``epochs_done`` (1-based)."""
     return (REPLAN_AFTER_EPOCH <= epochs_done < max_epochs
-            and epochs_done <= REPLAN_UNTIL * planned)
+            and epochs_done < REPLAN_UNTIL * planned)
 
 
 def recent_epoch_seconds(epoch_seconds: list) -> float:

@@ -319,14 +319,13 @@ class BudgetReplan(keras.callbacks.Callback):
         if self._last_epoch_end is not None:
             self.epoch_seconds.append(now - self._last_epoch_end)
         if self.epoch_seconds and budget.replan_due(done, self.planned, self.max_epochs):
-            estimate = budget.recent_epoch_seconds(self.epoch_seconds)
             elapsed = now - self.started
-            proposed = budget.epochs_after_replan(self.budget_seconds, elapsed, estimate,
-                                                  done, self.max_epochs)
-            epochs = budget.settled_epochs(self.planned, proposed)
-            record = {"after_epoch": done, "epoch_seconds": round(estimate, 1),
+            plan = budget.replanned_epochs(self.planned, self.epoch_seconds, elapsed, done,
+                                           self.budget_seconds, self.max_epochs)
+            epochs = plan["epochs"]
+            record = {"after_epoch": done, "epoch_seconds": round(plan["epoch_seconds"], 1),
                       "elapsed_seconds": round(elapsed, 1), "epochs_before": self.planned,
-                      "proposed": proposed, "epochs": epochs}
+                      "proposed": plan["proposed"], "epochs": epochs}
             if epochs != self.planned:
                 self.model.optimizer.learning_rate = self.schedule_for(epochs)
                 self.model.make_train_function(force=True)
