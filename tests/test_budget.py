@@ -83,7 +83,7 @@ def _replay(run: str) -> dict:
     offset = decision["replans"][0]["elapsed_seconds"] - ends[1]
     durations = [later - earlier for earlier, later in zip(ends, ends[1:])]
     planned, budget_seconds = decision["replans"][0]["epochs_before"], 60 * decision["minutes"]
-    elapsed, done, timed, untimed = ends[0] + offset, 1, [], False
+    elapsed, done, timed, untimed, plans = ends[0] + offset, 1, [], False, []
     while done < planned:
         seconds = (durations[done - 1] if done - 1 < len(durations)
                    else sum(durations[-4:]) / 4)
@@ -95,8 +95,19 @@ def _replay(run: str) -> dict:
             plan = budget.replanned_epochs(planned, timed, elapsed, done, budget_seconds,
                                            decision["max_epochs"])
             untimed, planned = plan["epochs"] != planned, plan["epochs"]
+            plans.append((done, planned))
     return {"recorded_epochs": len(ends), "recorded_end": ends[-1] + offset,
-            "epochs": planned, "end": elapsed, "budget": budget_seconds}
+            "epochs": planned, "end": elapsed, "budget": budget_seconds, "plans": plans,
+            "recorded_plans": [(r["after_epoch"], r["epochs"]) for r in decision["replans"]]}
+
+
+def test_the_replay_reproduces_a_run_recorded_under_todays_rules():
+    """Seed 3 on the EPYC (2026-12-05) ran with these rules: grew 21 to 23 after epoch 2, cut
+    to 22 and 21 as epochs slowed, and grew back to 22 after epoch 11 (past half its plan, by
+    one epoch of 21), ending 1.9 minutes inside the budget. The replay makes the same plans."""
+    replay = _replay("cifar10_airbench95_seed3_avx512bf16")
+    assert replay["plans"] == replay["recorded_plans"]
+    assert (11, 22) in replay["plans"] and replay["epochs"] == replay["recorded_epochs"] == 22
 
 
 @pytest.mark.parametrize("run", [

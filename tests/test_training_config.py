@@ -36,6 +36,7 @@ MEASURED_RECIPES = [
     ("cifar10_airbench95", "cifar10_airbench95_seed1_avx512bf16", set()),
     ("cifar10_airbench95", "cifar10_airbench95_seed2_avx512bf16", set()),
     ("cifar10_airbench95", "cifar10_airbench95_fgrad_avx512bf16", set()),
+    ("cifar10_airbench95", "cifar10_airbench95_seed3_avx512bf16", set()),
 ]
 
 
