@@ -37,6 +37,7 @@ MEASURED_RECIPES = [
     ("cifar10_airbench95", "cifar10_airbench95_seed2_avx512bf16", set()),
     ("cifar10_airbench95", "cifar10_airbench95_fgrad_avx512bf16", set()),
     ("cifar10_airbench95", "cifar10_airbench95_seed3_avx512bf16", set()),
+    ("cifar10_airbench95", "cifar10_airbench95_seed4_avx512bf16", set()),
 ]
 
 
