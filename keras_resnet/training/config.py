@@ -104,7 +104,7 @@ SCHEMA: dict = {
     "time_budget_minutes": F(None, "float", "train as many epochs as fit in this many minutes "
                              "(measured on this machine before training; at most epochs)",
                              minimum=0, exclusive=True, nullable=True),
-    "batch_size": F(128, "int", "global batch size (all replicas together)", minimum=1),
+    "batch_size": F(64, "int", "global batch size (all replicas together)", minimum=1),
     "steps_per_epoch": F(None, "int", "cap on training steps per epoch", minimum=1,
                          nullable=True),
     "validation_steps": F(None, "int", "cap on validation steps", minimum=1, nullable=True),
