@@ -6,10 +6,12 @@ cast out), and, for stride 1, computed as one matrix multiply per kernel tap
 Shape sets: ``resnet50`` (the default), ResNet-50's stem, stage-1 and stage-2 shapes at 32x32
 input, batch 128 (stages 3 and 4 have 2x2 and 1x1 maps there and already train as matrix
 multiplies: ``keras_resnet.training.small_convs``); ``airbench95``, that network's
-convolutions after the whitening stem, batch 512.
+convolutions after the whitening stem, batch 512; ``resnet20``, the CIFAR ResNet-20's stem and
+3x3 convolutions (16, 32, 64 channels), batch 128.
 
     python benchmarks/bench_conv_gradients.py
     python benchmarks/bench_conv_gradients.py --shapes airbench95
+    python benchmarks/bench_conv_gradients.py --shapes resnet20
 """
 from __future__ import annotations
 
@@ -32,6 +34,11 @@ SHAPE_SETS = {"resnet50": (128, [   # ResNet-50 v1.5 at 32x32
     (31, 24, 128, 3, 1), (15, 128, 128, 3, 1),     # stage 1 (conv, pool, conv)
     (15, 128, 384, 3, 1), (7, 384, 384, 3, 1),     # stage 2
     (7, 384, 512, 3, 1), (3, 512, 512, 3, 1),      # stage 3
+]), "resnet20": (128, [
+    (32, 3, 16, 3, 1),                             # stem
+    (32, 16, 16, 3, 1), (32, 16, 32, 3, 2),        # stage 1, stage 2 entry
+    (16, 32, 32, 3, 1), (16, 32, 64, 3, 2),        # stage 2, stage 3 entry
+    (8, 64, 64, 3, 1),                             # stage 3
 ])}
 
 
