@@ -110,6 +110,18 @@ def test_the_replay_reproduces_a_run_recorded_under_todays_rules():
     assert (11, 22) in replay["plans"] and replay["epochs"] == replay["recorded_epochs"] == 22
 
 
+@pytest.mark.parametrize("run, epochs", [("cifar10_airbench95_seed4_avx512bf16", 22),
+                                         ("cifar10_airbench95_28min_avx512bf16", 11)])
+def test_the_replay_reproduces_the_later_runs_under_todays_rules(run, epochs):
+    """Seed 4 (58 minutes: planned 25, cut to 21, grew to 22) and a 28-minute run (planned 11,
+    kept it through six re-plans) ran with these rules too; the replay makes their plans and
+    ends where they ended, inside the budget."""
+    replay = _replay(run)
+    assert replay["plans"] == replay["recorded_plans"]
+    assert replay["epochs"] == replay["recorded_epochs"] == epochs
+    assert replay["end"] == pytest.approx(replay["recorded_end"]) and replay["end"] < replay["budget"]
+
+
 @pytest.mark.parametrize("run", [
     "cifar10_airbench95_avx512bf16", "cifar10_airbench95_seed1_avx512bf16",
     "cifar10_airbench95_seed2_avx512bf16", "cifar10_airbench95_fgrad_avx512bf16",
