@@ -104,13 +104,15 @@ def _replay(run: str) -> dict:
 @pytest.mark.parametrize("run, epochs, plan", [
     ("cifar10_airbench95_seed3_avx512bf16", 22, (11, 22)),
     ("cifar10_airbench95_seed4_avx512bf16", 22, (4, 22)),
-    ("cifar10_airbench95_28min_avx512bf16", 11, (7, 11))])
+    ("cifar10_airbench95_28min_avx512bf16", 11, (7, 11)),
+    ("cifar10_airbench94_28min_avx512bf16", 23, (6, 23))])
 def test_the_replay_reproduces_runs_recorded_under_todays_rules(run, epochs, plan):
-    """Three runs on the EPYC (2026-12-05) ran with these rules. Seed 3 grew 21 to 23 after
+    """Four runs on the EPYC (2026-12-05) ran with these rules. Seed 3 grew 21 to 23 after
     epoch 2, cut to 22 and 21 as epochs slowed, and grew back to 22 after epoch 11 (past half
     its plan, by one epoch of 21); seed 4 planned 25, cut to 21, grew to 22 after epoch 4; a
-    28-minute run planned 11 and kept it through six re-plans. The replay makes the same plans
-    and ends where each run ended, inside the budget."""
+    28-minute run planned 11 and kept it through six re-plans; airbench94 in 28 minutes planned
+    26 and cut to 25, 24 and 23 as its epochs took 63-71 s, not the 61 planned. The replay
+    makes the same plans and ends where each run ended, inside the budget."""
     replay = _replay(run)
     assert replay["plans"] == replay["recorded_plans"] and plan in replay["plans"]
     assert replay["epochs"] == replay["recorded_epochs"] == epochs

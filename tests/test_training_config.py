@@ -39,6 +39,7 @@ MEASURED_RECIPES = [
     ("cifar10_airbench95", "cifar10_airbench95_seed3_avx512bf16", set()),
     ("cifar10_airbench95", "cifar10_airbench95_seed4_avx512bf16", set()),
     ("cifar10_airbench95", "cifar10_airbench95_28min_avx512bf16", {"time_budget_minutes"}),
+    ("cifar10_airbench94", "cifar10_airbench94_28min_avx512bf16", {"time_budget_minutes"}),
 ]
 
 
