@@ -216,6 +216,81 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         assert all(np.isfinite(w).all() for w in model.get_weights()), name
 
 
+def test_early_stopping_ends_the_run_and_resumes_with_its_state(tmp_path):
+    """``min_delta=100`` makes every epoch after the first no gain: with patience 1 the run
+    stops after its second epoch. Resumed with the same settings it has nothing to do; with
+    patience 3 it trains on from the waited count it had (stopping after epoch 4), not from a
+    fresh one (Keras's own callback would then run all 6)."""
+    import keras
+
+    from keras_resnet.training.fit import fit
+
+    run = tmp_path / "early"
+    stop = ["epochs=6", "early_stopping.patience=1", "early_stopping.min_delta=100",
+            "verbose=0"]
+    result = fit(None, output=run, overrides=[*TINY, *stop])
+    assert result.stopped == "early_stopping"
+    assert result.metrics["epochs"] == 2 and result.metrics["epochs_planned"] == 6
+    assert [r["epoch"] for r in read_history(run / "history.csv")] == [0, 1]
+    keras.models.load_model(run / "model.keras", compile=False)
+
+    again = fit(None, output=run, resume=True, overrides=stop)
+    assert again.stopped == "already_complete"
+    assert [r["epoch"] for r in read_history(run / "history.csv")] == [0, 1]
+
+    longer = fit(None, output=run, resume=True,
+                 overrides=[*stop, "early_stopping.patience=3"])
+    assert longer.stopped == "early_stopping"
+    assert [r["epoch"] for r in read_history(run / "history.csv")] == [0, 1, 2, 3]
+
+
+def test_early_stopping_replay_matches_keras_epoch_by_epoch():
+    """The resumed callback's state after replaying epochs equals Keras's ``EarlyStopping``
+    after seeing the same values live, for a min and a max monitor."""
+    from types import SimpleNamespace
+
+    from keras_resnet.training.callbacks import ResumableEarlyStopping
+
+    losses = [1.0, 0.8, 0.85, 0.79, 0.9, 0.95, 0.7, 0.71, 0.72]
+    for monitor, values in (("val_loss", losses), ("val_accuracy", [-v for v in losses])):
+        live = keras.callbacks.EarlyStopping(monitor=monitor, patience=2, min_delta=0.005,
+                                             mode="max" if "acc" in monitor else "min")
+        live.set_model(SimpleNamespace(stop_training=False))
+        live.on_train_begin()
+        for epoch, value in enumerate(values):
+            live.on_epoch_end(epoch, {monitor: value})
+            rows = [{"epoch": e, monitor: v} for e, v in enumerate(values[:epoch + 1])]
+            replayed = ResumableEarlyStopping(monitor=monitor, patience=2, min_delta=0.005,
+                                              history_rows=rows)
+            replayed.on_train_begin()
+            assert (replayed.wait, replayed.best, replayed.best_epoch) == \
+                (live.wait, live.best, live.best_epoch), (monitor, epoch)
+            assert replayed.stopped_before == (live.stopped_epoch == epoch > 0), (monitor, epoch)
+        assert live.stopped_epoch > 0               # the sequence does trip it
+
+
+def test_ema_weights_are_what_the_final_model_holds(tmp_path):
+    """With ``optimizer.ema`` Keras swaps the averaged weights in when training ends; the final
+    model holds them and is scored on them. At momentum 0 the average is the last weights
+    themselves, so ``model.keras`` equals ``checkpoints/last.keras``; at 0.5 it does not."""
+    import keras
+
+    from keras_resnet.training.fit import fit
+
+    def weights(path):
+        return keras.models.load_model(path, compile=False).get_weights()
+
+    for momentum, same in ((0.0, True), (0.5, False)):
+        run = tmp_path / f"ema{momentum}"
+        result = fit(None, output=run, overrides=[*TINY, "epochs=2", "verbose=0",
+                                                  "optimizer.ema=true",
+                                                  f"optimizer.ema_momentum={momentum}"])
+        assert result.metrics["averaged_weights"] == "ema"
+        final, last = weights(run / "model.keras"), weights(run / "checkpoints/last.keras")
+        equal = [np.array_equal(a, b) for a, b in zip(final, last)]
+        assert all(equal) if same else not all(equal), momentum
+
+
 def test_kill_then_resume_continues_where_it_stopped(tmp_path):
     run = tmp_path / "killed"
     args = [sys.executable, "-m", "keras_resnet", "fit", "--output", str(run), "--epochs", "6",

@@ -12,6 +12,8 @@ progress bar). Written here is only what Keras lacks:
 - ``History``: ``history.csv`` rewritten atomically each epoch (``CSVLogger`` appends line by
   line, so a kill can leave half a row), with the learning rate and epoch time.
 - ``SafeBackupAndRestore``: ``BackupAndRestore`` that skips saving once the NaN guard fired.
+- ``ResumableEarlyStopping``: ``EarlyStopping`` that a resumed run continues where the earlier
+  sessions left it (Keras's starts every ``fit`` with no best value and no epochs waited).
 - ``Lookahead``: airbench's Lookahead on every weight (Keras's optimizer EMA has neither the
   periodic pull-back on a schedule nor the BatchNorm statistics).
 - ``BudgetReplan``: a time-budgeted run's plan made again from measured epochs (Keras's
@@ -175,6 +177,14 @@ class History(keras.callbacks.Callback):
         write_history(self.path, self.rows)
 
 
+def resolve_mode(monitor: str, mode: str = "auto") -> str:
+    """``min`` or ``max`` for ``monitor``: ``auto`` maximises accuracies and AUCs and minimises
+    the rest (losses), as Keras's callbacks do for these names."""
+    if mode != "auto":
+        return mode
+    return "max" if ("acc" in monitor or "auc" in monitor) else "min"
+
+
 class RunCheckpoints(keras.callbacks.Callback):
     """Save ``last`` every epoch and ``best`` when ``monitor`` improves (never after a NaN).
 
@@ -186,9 +196,7 @@ class RunCheckpoints(keras.callbacks.Callback):
         super().__init__()
         self.last_path, self.best_path = last_path, best_path
         self.monitor = monitor
-        if mode == "auto":
-            mode = "max" if ("acc" in monitor or "auc" in monitor) else "min"
-        self.better = np.greater if mode == "max" else np.less
+        self.better = np.greater if resolve_mode(monitor, mode) == "max" else np.less
         self.metadata = metadata
         self.nan_guard = nan_guard
         self.best = None
@@ -217,6 +225,46 @@ class RunCheckpoints(keras.callbacks.Callback):
 
     def monitor_record(self) -> dict:
         return {"monitor": self.monitor, "value": self.best, "epoch": self.best_epoch}
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's ``EarlyStopping``, continued across a resume.
+
+    Keras's callback starts each ``fit`` with no best value and no epochs waited, so a run
+    resumed after a crash would wait ``patience`` epochs afresh. This one first replays the
+    monitored values of the earlier epochs (``history_rows``, from ``history.csv``) through
+    Keras's own rule. ``stopped_before`` says whether those epochs had already ended the run
+    under the current settings (``fit`` then has nothing left to do).
+    """
+
+    def __init__(self, *, history_rows=(), **kwargs):
+        kwargs["mode"] = resolve_mode(kwargs.get("monitor", "val_loss"), kwargs.get("mode", "auto"))
+        super().__init__(**kwargs)
+        self.history_rows = [dict(row) for row in history_rows]
+        self.stopped_before = self._replay()
+
+    def _replay(self) -> bool:
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        self.wait, self.best, self.best_epoch = 0, None, 0
+        stopped = False
+        for row in self.history_rows:
+            current, epoch = row.get(self.monitor), int(row["epoch"])
+            if not _finite(current) or epoch < self.start_from_epoch:
+                continue
+            self.wait += 1
+            if self._is_improvement(current, self.best):
+                self.best, self.best_epoch = float(current), epoch
+                if self.baseline is None or self._is_improvement(current, self.baseline):
+                    self.wait = 0
+                stopped = False
+                continue
+            stopped = self.wait >= self.patience and epoch > 0
+        return stopped
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._replay()
 
 
 class Lookahead(keras.callbacks.Callback):

@@ -269,6 +269,23 @@ class RunCallbacks:
     early_stopping: object
 
 
+def monitored_name(name: str, has_val: bool) -> str:
+    """A monitored metric's name in the logs: ``val_loss`` is ``loss`` when nothing is held out."""
+    return name if has_val or not name.startswith("val_") else name[len("val_"):]
+
+
+def early_stopping(config: dict, history_rows, has_val: bool):
+    """The run's ``ResumableEarlyStopping`` (seeded with ``history_rows``), or None when off."""
+    from keras_resnet.training.callbacks import ResumableEarlyStopping
+
+    settings = config["early_stopping"]
+    if not settings["patience"]:
+        return None
+    return ResumableEarlyStopping(monitor=monitored_name(settings["monitor"], has_val),
+                                  patience=settings["patience"],
+                                  min_delta=settings["min_delta"], history_rows=history_rows)
+
+
 def training_callbacks(run: RunDirectory, config: dict, *, metadata: dict, has_val: bool,
                        initial_epoch: int, extra=(), steps_per_epoch: int | None = None
                        ) -> RunCallbacks:
@@ -279,7 +296,7 @@ def training_callbacks(run: RunDirectory, config: dict, *, metadata: dict, has_v
         History, LearningRate, Lookahead, NanGuard, RunCheckpoints, SafeBackupAndRestore)
 
     def monitor(name):
-        return name if has_val or not name.startswith("val_") else name[len("val_"):]
+        return monitored_name(name, has_val)
 
     nan_guard = NanGuard()
     timer = LearningRate()
@@ -293,12 +310,8 @@ def training_callbacks(run: RunDirectory, config: dict, *, metadata: dict, has_v
         callbacks.insert(1, Lookahead(config["optimizer"]["lookahead_every"],
                                       config["optimizer"]["lookahead_decay"],
                                       steps_per_epoch=steps_per_epoch))
-    early = None
-    if config["early_stopping"]["patience"]:
-        early = keras.callbacks.EarlyStopping(
-            monitor=monitor(config["early_stopping"]["monitor"]),
-            patience=config["early_stopping"]["patience"],
-            min_delta=config["early_stopping"]["min_delta"])
+    early = early_stopping(config, history.rows, has_val)
+    if early is not None:
         callbacks.append(early)
     if config["tensorboard"] and tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(
@@ -471,13 +484,23 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
                  "started", verbose)
 
     initial_epoch = run.resume_epoch() if resume else 0
-    if resume and initial_epoch >= config["epochs"] and run.model.is_file() \
-            and run.metrics.is_file():
+    if resume and run.model.is_file() and run.metrics.is_file():
         import json
 
-        _say(f"Nothing to do: the run already finished its {config['epochs']} epochs.", verbose)
-        return FitResult(run.real, json.loads(run.metrics.read_text()),
-                         read_history(run.history), config, None, "already_complete")
+        done = None
+        if initial_epoch >= config["epochs"]:
+            done = f"the run already finished its {config['epochs']} epochs."
+        else:
+            earlier = [r for r in read_history(run.history) if r["epoch"] < initial_epoch]
+            early = early_stopping(config, earlier, has_val=any("val_loss" in r for r in earlier))
+            if early is not None and early.stopped_before:
+                done = (f"early stopping ended the run after epoch {initial_epoch} (no gain in "
+                        f"{early.monitor} since epoch {early.best_epoch + 1}); raise "
+                        "early_stopping.patience to go on.")
+        if done is not None:
+            _say(f"Nothing to do: {done}", verbose)
+            return FitResult(run.real, json.loads(run.metrics.read_text()),
+                             read_history(run.history), config, None, "already_complete")
 
     if data is None:
         data = load_training_data(config)
