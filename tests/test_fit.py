@@ -291,6 +291,29 @@ def test_ema_weights_are_what_the_final_model_holds(tmp_path):
         assert all(equal) if same else not all(equal), momentum
 
 
+def test_cli_prints_the_precision_it_chose_and_writes_tensorboard_logs(tmp_path):
+    """``--precision auto`` prints its choice and why (the same as ``auto_precision`` on this
+    machine); ``DIR/logs`` holds TensorBoard event files with each epoch's train and validation
+    loss."""
+    import tensorflow as tf
+
+    from keras_resnet.training.precision import auto_precision
+
+    run = tmp_path / "tb"
+    args = ["fit", "--output", str(run), "--epochs", "2", *TINY, "tensorboard=true"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output[-3000:]
+    policy, reason = auto_precision()
+    assert f"Precision: {policy} (auto: {reason})" in result.output
+    assert json.loads((run / "metrics.json").read_text())["precision"] == policy
+    for side in ("train", "validation"):
+        files = list((run / "logs" / side).glob("events.out.tfevents.*"))
+        assert files, side
+        losses = {event.step for path in files for event in tf.compat.v1.train.summary_iterator(
+            str(path)) for value in event.summary.value if value.tag == "epoch_loss"}
+        assert losses == {0, 1}, side
+
+
 def test_kill_then_resume_continues_where_it_stopped(tmp_path):
     run = tmp_path / "killed"
     args = [sys.executable, "-m", "keras_resnet", "fit", "--output", str(run), "--epochs", "6",
