@@ -238,7 +238,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """
 
     def __init__(self, *, history_rows=(), **kwargs):
-        kwargs["mode"] = resolve_mode(kwargs.get("monitor", "val_loss"), kwargs.get("mode", "auto"))
+        kwargs["mode"] = resolve_mode(kwargs.get("monitor", "val_loss"),
+                                      kwargs.get("mode", "auto"))
         super().__init__(**kwargs)
         self.history_rows = [dict(row) for row in history_rows]
         self.stopped_before = self._replay()

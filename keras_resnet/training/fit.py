@@ -295,14 +295,12 @@ def training_callbacks(run: RunDirectory, config: dict, *, metadata: dict, has_v
     from keras_resnet.training.callbacks import (
         History, LearningRate, Lookahead, NanGuard, RunCheckpoints, SafeBackupAndRestore)
 
-    def monitor(name):
-        return monitored_name(name, has_val)
-
     nan_guard = NanGuard()
     timer = LearningRate()
     history = History(run.history, initial_epoch)
     checkpoints = RunCheckpoints(
-        last_path=run.last, best_path=run.best, monitor=monitor(config["checkpoint"]["monitor"]),
+        last_path=run.last, best_path=run.best,
+        monitor=monitored_name(config["checkpoint"]["monitor"], has_val),
         mode=config["checkpoint"]["mode"], metadata=metadata, nan_guard=nan_guard,
         history_rows=history.rows)
     callbacks = [nan_guard, timer, checkpoints, history]
@@ -451,6 +449,22 @@ def fit(config=None, *, output=None, resume: bool = False, overrides=None, model
         keras.config.set_dtype_policy(previous_policy)
 
 
+def _finished_before(run: RunDirectory, config: dict, initial_epoch: int) -> str | None:
+    """Why a resumed run has nothing left to do (it trained all its epochs, or early stopping
+    had ended it under the current settings), or None."""
+    if not (run.model.is_file() and run.metrics.is_file()):
+        return None
+    if initial_epoch >= config["epochs"]:
+        return f"the run already finished its {config['epochs']} epochs."
+    earlier = [r for r in read_history(run.history) if r["epoch"] < initial_epoch]
+    early = early_stopping(config, earlier, has_val=any("val_loss" in r for r in earlier))
+    if early is not None and early.stopped_before:
+        return (f"early stopping ended the run after epoch {initial_epoch} (no gain in "
+                f"{early.monitor} since epoch {early.best_epoch + 1}); raise "
+                "early_stopping.patience to go on.")
+    return None
+
+
 def _run(config, run, runtime, verbose, resume, started, *, model, data, callbacks,
          optimizer_hook, metadata, arch_name) -> FitResult:
     import keras
@@ -484,23 +498,13 @@ def _run(config, run, runtime, verbose, resume, started, *, model, data, callbac
                  "started", verbose)
 
     initial_epoch = run.resume_epoch() if resume else 0
-    if resume and run.model.is_file() and run.metrics.is_file():
+    done = _finished_before(run, config, initial_epoch) if resume else None
+    if done is not None:
         import json
 
-        done = None
-        if initial_epoch >= config["epochs"]:
-            done = f"the run already finished its {config['epochs']} epochs."
-        else:
-            earlier = [r for r in read_history(run.history) if r["epoch"] < initial_epoch]
-            early = early_stopping(config, earlier, has_val=any("val_loss" in r for r in earlier))
-            if early is not None and early.stopped_before:
-                done = (f"early stopping ended the run after epoch {initial_epoch} (no gain in "
-                        f"{early.monitor} since epoch {early.best_epoch + 1}); raise "
-                        "early_stopping.patience to go on.")
-        if done is not None:
-            _say(f"Nothing to do: {done}", verbose)
-            return FitResult(run.real, json.loads(run.metrics.read_text()),
-                             read_history(run.history), config, None, "already_complete")
+        _say(f"Nothing to do: {done}", verbose)
+        return FitResult(run.real, json.loads(run.metrics.read_text()),
+                         read_history(run.history), config, None, "already_complete")
 
     if data is None:
         data = load_training_data(config)
