@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,13 +70,6 @@ def multiply_adds(config_name: str) -> tuple[int, int]:
     return count_flops(model), int(config["batch_size"])
 
 
-def _in_fresh_process(args: list[str]) -> dict | float:
-    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="cifar10_airbench95", help="recipe name or YAML")
@@ -88,6 +80,8 @@ def main(argv=None):
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--peak", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from bench_training import json_from_fresh_process
+
     if args.peak:
         print(json.dumps(matmul_peak(args.calls)))
         return
@@ -97,9 +91,9 @@ def main(argv=None):
     step_script = str(Path(__file__).resolve().parent / "bench_step_time.py")
     rounds = []
     for round_ in range(1, repeats + 1):
-        peak = _in_fresh_process([__file__, "--peak", "--calls", str(calls)])
-        seconds = _in_fresh_process([step_script, "--config", args.config, "--steps",
-                                     str(steps), "--measure"])
+        peak = json_from_fresh_process([__file__, "--peak", "--calls", str(calls)], "the matmul")
+        seconds = json_from_fresh_process([step_script, "--config", args.config, "--steps",
+                                           str(steps), "--measure"], "the training step")
         achieved = train_flop_per_image * batch / seconds / 1e9
         bf16_peak = max(v for k, v in peak.items() if k.startswith("bfloat16"))
         rounds.append({"peak_gflops": peak, "seconds_per_step": seconds,

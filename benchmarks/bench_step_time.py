@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,11 +51,11 @@ def measure(config_name: str, overrides: list[str], steps: int) -> float:
 
 
 def _measure_in_fresh_process(config: str, overrides: list[str], steps: int) -> float:
-    done = subprocess.run([sys.executable, __file__, "--config", config, "--steps", str(steps),
-                           "--measure", *overrides], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"variant {overrides or '(recipe)'} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from bench_training import json_from_fresh_process
+
+    return json_from_fresh_process(
+        [__file__, "--config", config, "--steps", str(steps), "--measure", *overrides],
+        f"variant {overrides or '(recipe)'}")
 
 
 def main(argv=None):

@@ -144,13 +144,19 @@ def measure(kind: str, arch: str, steps: int, seconds: float) -> dict:
     return dict(row, onednn=onednn_enabled())
 
 
-def _measure_in_fresh_process(kind: str, arch: str, steps: int, seconds: float) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--measure", kind, arch,
-                           "--steps", str(steps), "--seconds", str(seconds)],
-                          capture_output=True, text=True, check=False)
+def json_from_fresh_process(args: list[str], what: str):
+    """``python ARGS`` in a fresh process (measurements must not share one TensorFlow runtime
+    or its settings); returns the JSON on the last line it printed, or exits naming ``what``
+    with the end of its error output. The benchmark scripts share it."""
+    done = subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"{kind} {arch} failed:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"{what} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _measure_in_fresh_process(kind: str, arch: str, steps: int, seconds: float) -> dict:
+    return json_from_fresh_process([__file__, "--measure", kind, arch, "--steps", str(steps),
+                                    "--seconds", str(seconds)], f"{kind} {arch}")
 
 
 def main(argv=None):
