@@ -40,7 +40,6 @@ def matmul_peak(calls: int) -> dict:
     """Best GFLOP/s of ``calls`` square products per side and dtype, in this process."""
     import tensorflow as tf
 
-
     best = {}
     for dtype in (tf.bfloat16, tf.float32):
         for side in SIDES:
@@ -58,15 +57,14 @@ def matmul_peak(calls: int) -> dict:
 
 def multiply_adds(config_name: str) -> tuple[int, int]:
     """(multiply-adds per image, batch size) of the recipe's network at 32x32."""
-    from keras_resnet.models import create_model
+    from types import SimpleNamespace
+
     from keras_resnet.models.info import count_flops
     from keras_resnet.training.config import resolve_config
-    from keras_resnet.training.fit import FIT_TIME_MODEL_KEYS
+    from keras_resnet.training.fit import build_model
 
     config = resolve_config(config_name)
-    options = {k: v for k, v in config["model"].items()
-               if v is not None and k not in FIT_TIME_MODEL_KEYS}
-    model = create_model(config["arch"], num_classes=10, input_shape=(32, 32, 3), **options)
+    model = build_model(config, SimpleNamespace(num_classes=10, image_shape=(32, 32, 3)))
     return count_flops(model), int(config["batch_size"])
 
 
