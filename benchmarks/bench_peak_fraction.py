@@ -84,7 +84,10 @@ def main(argv=None):
         print(json.dumps(matmul_peak(args.calls)))
         return
     steps, repeats, calls = (2, 1, 2) if args.quick else (args.steps, args.repeats, args.calls)
-    macs, batch = multiply_adds(args.config)
+    try:
+        macs, batch = multiply_adds(args.config)
+    except (FileNotFoundError, ValueError) as error:   # an unknown recipe, a bad value
+        parser.error(str(error))
     train_flop_per_image = 3 * 2 * macs
     step_script = str(Path(__file__).resolve().parent / "bench_step_time.py")
     rounds = []

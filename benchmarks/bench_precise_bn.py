@@ -77,6 +77,9 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=20, help="training batches to average")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    for run in args.runs:
+        if not (run / "config.yaml").is_file() or not (run / "model.keras").is_file():
+            parser.error(f"{run}: not a finished run directory (needs config.yaml and model.keras)")
 
     import keras
     import yaml
